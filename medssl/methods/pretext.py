@@ -1,0 +1,195 @@
+"""Pretext tasks as SSL methods: a head on the encoder that solves the task of :mod:`medssl.pretext`.
+
+The task (engineer C's :mod:`medssl.pretext`) turns a patch into ``(input, target)`` and describes
+its output with a ``PretextSpec(name, target_kind, num_classes, num_patches, loss)``; this method
+reads the spec and builds the matching head and loss:
+
+| target_kind | head | loss | tasks (papers) |
+| --- | --- | --- | --- |
+| ``class``, 1 patch | MLP on pooled features | cross-entropy | rotation (Gidaris et al. 2018) |
+| ``class``, N patches | each patch embedded on its own, embeddings concatenated in order, MLP | cross-entropy | jigsaw (Noroozi & Favaro 2016; Taleb et al. 2020), relative position (Doersch et al. 2015), slice order |
+| ``image`` | :class:`~medssl.models.decoders.LightDecoder` on ``forward_features`` | MSE or L1 | Models Genesis (Zhou et al. 2019), inpainting (Pathak et al. 2016), intensity restoration |
+| ``mask`` | LightDecoder to logits | BCE with logits | corrupted-region prediction |
+
+Batches: ``{"input": (B, C, *s) or (B, N, C, *s), "target": (B,) int64 | like input}``.
+
+The built task is kept as ``method.pretext_task`` (``None`` when a spec was given directly), so the
+engine hands the same object to the dataset and the two cannot disagree.
+
+Example:
+    >>> import torch
+    >>> from medssl.models import build_encoder
+    >>> spec = {"name": "rotation", "target_kind": "class", "num_classes": 4, "num_patches": 1,
+    ...         "loss": "cross_entropy"}
+    >>> method = PretextMethod(build_encoder("resnet10_tiny", spatial_dims=2), spec=spec, hidden_dim=16)
+    >>> loss, logs = method({"input": torch.randn(4, 1, 32, 32), "target": torch.tensor([0, 1, 2, 3])})
+    >>> sorted(k for k in logs if k != "embeddings")
+    ['accuracy', 'loss']
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medssl.errors import ConfigError, DataError
+from medssl.methods.base import SSLMethod, detached_logs
+from medssl.methods.registry import register_method
+from medssl.models.base import Encoder
+from medssl.models.decoders import LightDecoder
+from medssl.models.heads import ProjectionHead
+
+logger = logging.getLogger(__name__)
+
+PRETEXT_TASKS = ("rotation", "jigsaw", "relative_position", "slice_order", "genesis", "inpainting",
+                 "intensity_restoration", "corrupted_region")
+_LOSSES = {"class": ("cross_entropy",), "image": ("mse", "l1"), "mask": ("bce",)}
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """The fields of a ``PretextSpec`` this method needs (from a spec object or a dict)."""
+
+    name: str
+    target_kind: str
+    num_classes: int
+    num_patches: int
+    loss: str
+
+    @classmethod
+    def from_any(cls, spec: Any) -> "ResolvedSpec":
+        get = spec.get if isinstance(spec, Mapping) else (lambda key, default=None: getattr(spec, key, default))
+        resolved = cls(name=str(get("name", "pretext")), target_kind=str(get("target_kind")),
+                       num_classes=int(get("num_classes", 0) or 0), num_patches=int(get("num_patches", 1) or 1),
+                       loss=str(get("loss", "") or ""))
+        if resolved.target_kind not in _LOSSES:
+            raise ConfigError(f"pretext {resolved.name!r}: target_kind must be class, image or mask, "
+                              f"got {resolved.target_kind!r}")
+        if not resolved.loss:
+            resolved = cls(resolved.name, resolved.target_kind, resolved.num_classes, resolved.num_patches,
+                           _LOSSES[resolved.target_kind][0])
+        if resolved.loss not in _LOSSES[resolved.target_kind]:
+            raise ConfigError(f"pretext {resolved.name!r}: loss {resolved.loss!r} does not fit "
+                              f"{resolved.target_kind} targets; use one of {_LOSSES[resolved.target_kind]}")
+        if resolved.target_kind == "class" and resolved.num_classes < 2:
+            raise ConfigError(f"pretext {resolved.name!r}: a class target needs num_classes >= 2")
+        return resolved
+
+
+def build_task(task: str, spatial_dims: int, task_args: Mapping[str, Any]) -> Any:
+    """``medssl.pretext.build_pretext(task, spatial_dims=..., **task_args)`` with clear errors."""
+    try:
+        from medssl.pretext import build_pretext  # engineer C's registry
+    except ImportError as exc:
+        raise ConfigError(f"pretext task {task!r} needs medssl.pretext.build_pretext, which is not available "
+                          f"({exc}); pass spec=... to the method instead") from exc
+    args = dict(task_args)
+    args.setdefault("spatial_dims", spatial_dims)
+    return build_pretext(task, **args)
+
+
+@register_method("pretext")
+class PretextMethod(SSLMethod):
+    """A pretext task's head and loss on an encoder.
+
+    Args:
+        encoder: a registry encoder.
+        task: the task name in :mod:`medssl.pretext` (built with ``task_args``).
+        task_args: arguments of the task (``spatial_dims`` defaults to the encoder's).
+        spec: a ``PretextSpec`` or a dict with its fields, instead of ``task``.
+        hidden_dim: hidden width of the class head (256).
+        decoder_width: channels of the image/mask decoder (32).
+    """
+
+    name = "pretext"
+    batch_kind = "pretext"
+
+    def __init__(self, encoder: Encoder, task: str | None = None, task_args: Mapping[str, Any] | None = None,
+                 spec: Any = None, hidden_dim: int = 256, decoder_width: int = 32):
+        super().__init__(encoder, num_views=1)
+        self.pretext_task = None
+        if spec is None:
+            if task is None:
+                raise ConfigError("method 'pretext' needs task=<name> (pretrain.method_args.task) or a spec")
+            self.pretext_task = build_task(task, encoder.spatial_dims, task_args or {})
+            spec = self.pretext_task.spec
+            task_dims = getattr(spec, "spatial_dims", encoder.spatial_dims)
+            if task_dims != encoder.spatial_dims:
+                raise ConfigError(f"pretext {task!r} is {task_dims}D but the encoder is {encoder.spatial_dims}D")
+        self.spec = ResolvedSpec.from_any(spec)
+        self.name = self.spec.name
+        if self.spec.target_kind == "class":
+            width = encoder.feature_dim * self.spec.num_patches
+            self.head: nn.Module = ProjectionHead(width, hidden_dim, self.spec.num_classes, num_layers=2)
+        else:
+            self.head = LightDecoder(encoder.spatial_dims, encoder.feature_channels, encoder.in_channels,
+                                     width=decoder_width)
+
+    def _split_patches(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """``(B, N, C, *s) -> (B*N, C, *s)`` for multi-patch inputs; returns the patch count."""
+        expected = self.encoder.spatial_dims + 2
+        if self.spec.num_patches > 1:
+            if x.ndim != expected + 1 or x.shape[1] != self.spec.num_patches:
+                raise DataError(f"pretext {self.spec.name!r} expects inputs (B, {self.spec.num_patches}, C, *spatial), "
+                                f"got {tuple(x.shape)}")
+            return x.flatten(0, 1), self.spec.num_patches
+        if x.ndim != expected:
+            raise DataError(f"pretext {self.spec.name!r} expects inputs (B, C, *spatial) with "
+                            f"{self.encoder.spatial_dims} spatial dims, got {tuple(x.shape)}")
+        return x, 1
+
+    def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        if "input" not in batch or "target" not in batch:
+            raise DataError(f"method {self.spec.name!r} expects batches {{'input', 'target'}} from a pretext dataset; "
+                            f"got keys {sorted(batch)}")
+        x, n = self._split_patches(batch["input"])
+        target = batch["target"]
+        if self.spec.target_kind == "class":
+            return self._classify(x, n, target)
+        return self._reconstruct(x, target)
+
+    def _classify(self, x: torch.Tensor, n: int, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        features = self.encoder(x)
+        batch = features.shape[0] // n
+        logits = self.head(features.reshape(batch, n * features.shape[1]))
+        target = target.reshape(-1).long()
+        if target.shape[0] != batch:
+            raise DataError(f"pretext {self.spec.name!r}: {batch} inputs but {target.shape[0]} targets")
+        loss = F.cross_entropy(logits.float(), target)
+        accuracy = (logits.argmax(dim=1) == target).float().mean()
+        embeddings = features.reshape(batch, n, -1).mean(dim=1)
+        return loss, detached_logs(loss, embeddings=embeddings, accuracy=accuracy)
+
+    def _reconstruct(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        target = target.reshape(x.shape)
+        features = self.encoder.forward_features(x)
+        output = self.head(features, output_size=x.shape[2:]).float()
+        target = target.float()
+        if self.spec.loss == "mse":
+            loss = F.mse_loss(output, target)
+        elif self.spec.loss == "l1":
+            loss = F.l1_loss(output, target)
+        else:
+            loss = F.binary_cross_entropy_with_logits(output, target)
+        embeddings = features[-1].flatten(2).mean(dim=2)
+        return loss, detached_logs(loss, embeddings=embeddings)
+
+
+def _task_method(task_name: str):
+    def build(encoder: Encoder, task_args: Mapping[str, Any] | None = None, hidden_dim: int = 256,
+              decoder_width: int = 32) -> PretextMethod:
+        return PretextMethod(encoder, task=task_name, task_args=task_args, hidden_dim=hidden_dim,
+                             decoder_width=decoder_width)
+
+    build.__name__ = f"build_{task_name}"
+    build.__doc__ = f"The {task_name!r} pretext task as a method (``PretextMethod(task={task_name!r})``)."
+    return build
+
+
+for _task in PRETEXT_TASKS:
+    register_method(_task, _task_method(_task))

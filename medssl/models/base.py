@@ -1,0 +1,98 @@
+"""The ``Encoder`` interface every registry entry implements.
+
+An encoder is the part of a MONAI segmentation network that self-supervised pretraining trains and
+fine-tuning reuses. Its parameters carry *the same names* as inside that network (for example
+``encoder.layer1.0.conv1.weight`` in FlexibleUNet, ``swinViT.layers1.0...`` in SwinUNETR), so the
+encoder's ``state_dict`` is a subset of the network's and transfer is a plain
+``network.load_state_dict(encoder_state, strict=False)``.
+
+Contract (docs/architecture.md):
+
+- ``forward(x) -> (B, feature_dim)``: global average pooled deepest features (the SSL embedding).
+- ``forward_features(x) -> list[Tensor]``: feature maps shallow to deep, as the segmentation
+  decoder consumes them; ``feature_channels`` gives their channel counts.
+- ``feature_dim``, ``spatial_dims``, ``in_channels``, ``config`` (a dict that rebuilds the encoder
+  with :func:`medssl.models.encoder_from_config`).
+- ``network_modules``: the top-level names of the encoder's modules inside the segmentation network
+  (what a transfer report checks for missing weights).
+
+Example:
+    >>> import torch
+    >>> from medssl.models import build_encoder
+    >>> encoder = build_encoder("resnet10", spatial_dims=2, widths=(8, 16, 32, 64))
+    >>> encoder(torch.randn(2, 1, 32, 32)).shape
+    torch.Size([2, 64])
+    >>> [f.shape[1] for f in encoder.forward_features(torch.randn(2, 1, 32, 32))] == encoder.feature_channels
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from medssl.errors import ConfigError
+
+
+class Encoder(nn.Module):
+    """Base class: subclasses build their MONAI modules and implement :meth:`forward_features`.
+
+    Subclasses set ``feature_channels`` (list, shallow to deep) and ``config`` in ``__init__`` and
+    declare ``network_modules`` and ``segmentation_network`` (the MONAI class name).
+    """
+
+    network_modules: ClassVar[tuple[str, ...]] = ()
+    segmentation_network: ClassVar[str] = ""
+
+    def __init__(self, name: str, spatial_dims: int, in_channels: int, args: dict[str, Any]):
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ConfigError(f"encoder {name!r}: spatial_dims must be 2 or 3, got {spatial_dims}")
+        if in_channels < 1:
+            raise ConfigError(f"encoder {name!r}: in_channels must be >= 1, got {in_channels}")
+        self.name = name
+        self.spatial_dims = int(spatial_dims)
+        self.in_channels = int(in_channels)
+        self.config: dict[str, Any] = {
+            "name": name,
+            "spatial_dims": self.spatial_dims,
+            "in_channels": self.in_channels,
+            "args": _plain(args),
+        }
+        self.feature_channels: list[int] = []
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the pooled embedding (the deepest feature map's channels)."""
+        return self.feature_channels[-1]
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Global average pooled deepest feature map, ``(B, feature_dim)``."""
+        deepest = self.forward_features(x)[-1]
+        return deepest.flatten(2).mean(dim=2)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """A clear error for a batch of the wrong rank or channel count."""
+        if x.ndim != self.spatial_dims + 2:
+            raise ValueError(f"encoder {self.name!r} ({self.spatial_dims}D) expects (B, C, *spatial) with "
+                             f"{self.spatial_dims} spatial dims, got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"encoder {self.name!r} expects {self.in_channels} input channel(s), got {x.shape[1]}")
+
+    def build_segmentation_network(self, out_channels: int, **args: Any) -> nn.Module:  # pragma: no cover
+        """The MONAI segmentation network whose encoder part matches this encoder's weights."""
+        raise NotImplementedError
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively, so the config survives JSON and YAML round trips unchanged."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value

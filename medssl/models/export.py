@@ -1,0 +1,111 @@
+"""Export a pretrained encoder as a plain state dict with a model card, and load it back.
+
+``export_encoder(encoder, "run/encoder.pt", card)`` writes two files, both atomically:
+
+- ``encoder.pt``: ``encoder.state_dict()``, tensors only (``torch.load(..., weights_only=True)``
+  reads it). The keys are the parameter names inside the MONAI segmentation network the encoder
+  belongs to, so ``network.load_state_dict(torch.load(path), strict=False)`` works directly on, say,
+  a ``monai.networks.nets.SwinUNETR`` built with the same arguments;
+- ``encoder.card.json``: the model card: what the caller passes (method, data fingerprint, steps,
+  config, ...) plus ``encoder`` (the config that rebuilds it), ``feature_dim``, ``monai_network``
+  (the class to load it into), ``format`` and ``num_parameters``.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> from medssl.models import build_encoder
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> encoder = build_encoder("resnet10_tiny", spatial_dims=2)
+    >>> export_encoder(encoder, folder / "encoder.pt", {"method": "simclr", "steps": 10})
+    PosixPath('...encoder.pt')
+    >>> restored, card = load_pretrained(folder / "encoder.pt")
+    >>> card["method"], card["monai_network"], restored.feature_dim
+    ('simclr', 'FlexibleUNet', 128)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medssl.errors import CheckpointError, ConfigError
+from medssl.models.base import Encoder
+from medssl.models.registry import encoder_from_config
+from medssl.utils.atomic import atomic_torch_save, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+CARD_FORMAT = "medssl-encoder/1"
+
+
+def card_path(path: str | os.PathLike) -> Path:
+    """The model card beside a weights file: ``encoder.pt`` -> ``encoder.card.json``."""
+    path = Path(path)
+    return path.with_name(path.stem + ".card.json")
+
+
+def export_encoder(encoder: Encoder, path: str | os.PathLike, card: dict[str, Any] | None = None) -> Path:
+    """Write ``encoder``'s weights to ``path`` and its model card beside it; returns ``path``."""
+    path = Path(path)
+    state = {key: value.detach().cpu().clone() for key, value in encoder.state_dict().items()}
+    full_card = dict(card or {})
+    full_card.update({
+        "format": CARD_FORMAT,
+        "encoder": encoder.config,
+        "feature_dim": encoder.feature_dim,
+        "monai_network": type(encoder).segmentation_network,
+        "num_parameters": int(sum(p.numel() for p in encoder.parameters())),
+        "weights_file": path.name,
+    })
+    try:
+        card_text = json.dumps(full_card, indent=2, sort_keys=True, default=str)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model card for {path} is not JSON-serialisable: {exc}") from exc
+    atomic_torch_save(state, path)
+    atomic_write_text(card_path(path), card_text + "\n")
+    logger.info("exported %s encoder (%d tensors) to %s", encoder.config["name"], len(state), path)
+    return path
+
+
+def read_card(path: str | os.PathLike) -> dict[str, Any]:
+    """The model card of the weights file ``path`` (or of the card file itself)."""
+    path = Path(path)
+    card_file = path if path.name.endswith(".card.json") else card_path(path)
+    if not card_file.is_file():
+        raise CheckpointError(f"no model card {card_file} beside {path}; export the encoder with "
+                              "medssl.models.export_encoder")
+    try:
+        card = json.loads(card_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"model card {card_file} is not valid JSON: {exc}") from exc
+    if not isinstance(card, dict) or "encoder" not in card:
+        raise CheckpointError(f"model card {card_file} has no 'encoder' entry; it was not written by medssl")
+    return card
+
+
+def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Encoder, dict]:
+    """Rebuild the encoder described by the card beside ``path`` and load its weights (strictly)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"pretrained encoder {path} does not exist")
+    card = read_card(path)
+    encoder = encoder_from_config(card["encoder"])
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated or foreign files raise several different types
+        raise CheckpointError(f"cannot read encoder weights {path}: {exc}") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not hold a state dict")
+    try:
+        result = encoder.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise CheckpointError(f"encoder weights {path} do not fit the card's encoder: {exc}") from exc
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"encoder weights {path} do not match the card's encoder "
+                              f"({len(result.missing_keys)} missing, e.g. {result.missing_keys[:3]}; "
+                              f"{len(result.unexpected_keys)} unexpected, e.g. {result.unexpected_keys[:3]})")
+    return encoder, card
