@@ -1,0 +1,344 @@
+"""``run_pretraining``: from a config to a pretrained encoder and a complete run folder.
+
+The orchestration, in order (every process of a torchrun job runs it; only rank 0 writes files):
+
+1. the volumes: the ``entries`` DataFrame passed in, else ``data.manifest`` (read with
+   :func:`medssl.data.manifest.load_manifest`; relative paths are taken relative to ``data.root``,
+   or to the manifest's folder when no root is set), else a scan of ``data.root``
+   (:func:`medssl.data.manifest.build_manifest`); rows whose status is not ``ok`` and modalities
+   not in ``data.modalities`` are left out;
+2. the preprocessing cache (``data.cache_dir``, default ``run_dir/cache``), warmed by local rank 0
+   with ``data.num_workers`` processes; volumes that fail to preprocess are logged and skipped;
+3. ``seed_everything(seed)``, the encoder (:func:`medssl.models.build_encoder`) and the method
+   (:func:`medssl.methods.build_method`); a pretext method's task is handed to the dataset;
+4. the dataset (:func:`medssl.data.datasets.build_pretrain_dataset`) and the
+   :class:`~medssl.engine.trainer.Trainer`;
+5. the run folder::
+
+       run_dir/config.yaml            the resolved config (medssl.config.dump_config)
+       run_dir/environment.json       versions, git commit, devices, data fingerprint, volumes
+       run_dir/train.log              the log of rank 0
+       run_dir/metrics.csv            step, epoch, loss, lr, samples_per_s, method logs, monitors
+       run_dir/tensorboard/           the same scalars for TensorBoard
+       run_dir/checkpoints/last.pt    everything to resume (``resume=True`` / ``medssl pretrain --resume``)
+       run_dir/encoder.pt             the encoder weights + encoder.card.json (medssl.models.export_encoder)
+
+A new run refuses a folder that already holds a checkpoint (resume it, or choose another folder),
+so a finished multi-day run is never overwritten by mistake.
+
+Example (the built-in cohort; see ``medssl demo`` for the whole flow):
+    >>> from medssl.config import load_config
+    >>> config = load_config("configs/pretrain/simclr.yaml", ["data.root=cohort/archive"])  # doctest: +SKIP
+    >>> result = run_pretraining(config, "runs/simclr")                                      # doctest: +SKIP
+    >>> result.encoder_path                                                                   # doctest: +SKIP
+    PosixPath('runs/simclr/encoder.pt')
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medssl.config import Config, dump_config
+from medssl.engine.checkpoint import config_hash
+from medssl.engine.distributed import DistributedContext, barrier, broadcast_object, cleanup, init_distributed
+from medssl.engine.environment import data_fingerprint, environment_info, write_environment
+from medssl.engine.metrics_log import METRICS_FILE
+from medssl.engine.trainer import CHECKPOINT_DIR, LAST_CHECKPOINT, Trainer
+from medssl.errors import ConfigError, DataError
+from medssl.utils.atomic import atomic_write_text
+from medssl.utils.seeding import seed_everything
+
+logger = logging.getLogger(__name__)
+
+ENCODER_FILE = "encoder.pt"
+
+
+@dataclass
+class PretrainResult:
+    """What a pretraining run produced (paths inside ``run_dir``).
+
+    ``final_loss`` is the mean loss over the last logging window; ``encoder_path`` is the exported
+    encoder (its model card is ``encoder.card.json`` beside it).
+    """
+
+    run_dir: Path
+    encoder_path: Path
+    metrics_path: Path
+    final_loss: float
+    steps: int = 0
+    checkpoint_path: Path | None = None
+    samples_per_second: float = float("nan")
+
+
+# ------------------------------------------------------------------------------------- data
+def _scan_root(root: Path) -> "Any":
+    """Fallback when the manifest module is unavailable: NIfTI files (modality ``OT``) and folders
+    of DICOM files (modality from the first file's header)."""
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    dicom_dirs: dict[Path, Path] = {}
+    for path in sorted(root.rglob("*")):
+        if not path.is_file():
+            continue
+        name = path.name.lower()
+        if name.endswith((".nii", ".nii.gz")):
+            rows.append({"path": str(path.relative_to(root)), "modality": "OT", "status": "ok"})
+        elif path.parent not in dicom_dirs and (name.endswith(".dcm") or _has_dicom_preamble(path)):
+            dicom_dirs[path.parent] = path
+    for folder, first in sorted(dicom_dirs.items()):
+        rows.append({"path": str(folder.relative_to(root)), "modality": _dicom_modality(first), "status": "ok"})
+    return pd.DataFrame(rows, columns=["path", "modality", "status"])
+
+
+def _dicom_modality(path: Path) -> str:
+    try:
+        import pydicom
+
+        return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"]).get("Modality", "OT"))
+    except Exception:  # unreadable header: the cache reports the volume later
+        return "OT"
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def resolve_entries(config: Config, entries: Any = None) -> tuple["Any", Path | None]:
+    """The usable volumes (DataFrame with ``path``) and the folder their relative paths start from."""
+    import pandas as pd
+
+    data = config.data
+    root = Path(data.root).expanduser() if data.root else None
+    if entries is None:
+        if data.manifest:
+            manifest = Path(data.manifest).expanduser()
+            if not manifest.is_file():
+                raise ConfigError(f"data.manifest {manifest} does not exist (make one with `medssl manifest ROOT`)")
+            try:
+                from medssl.data.manifest import load_manifest  # type: ignore[import-not-found]
+
+                entries = load_manifest(manifest)
+            except ImportError:
+                entries = pd.read_parquet(manifest) if manifest.suffix == ".parquet" else pd.read_csv(manifest)
+            root = root or manifest.parent
+        elif root is not None:
+            if not root.is_dir():
+                raise ConfigError(f"data.root {root} is not a folder")
+            try:
+                from medssl.data.manifest import build_manifest  # type: ignore[import-not-found]
+
+                entries = build_manifest(root)
+            except ImportError:
+                entries = _scan_root(root)
+        else:
+            raise ConfigError("pretraining needs images: set data.manifest (a file from `medssl manifest`) "
+                              "or data.root (a folder of DICOM series / NIfTI files)")
+    from medssl.data.datasets import usable_entries
+
+    try:
+        table = usable_entries(entries, data.modalities)
+    except DataError as exc:
+        where = data.manifest or data.root or "the entries passed in"
+        raise DataError(f"{where}: {exc}") from exc
+    return _single_files_as_paths(table), root
+
+
+def _single_files_as_paths(table: "Any") -> "Any":
+    """Clear ``files`` where it only repeats ``path`` (a NIfTI row of the manifest): the cache reads
+    a ``files`` list as the slices of a DICOM series, which a single NIfTI file is not."""
+    if "files" not in table.columns:
+        return table
+    from medssl.data.cache import _parse_files
+
+    def redundant(row: Any) -> bool:
+        files = _parse_files(row["files"]) if isinstance(row["files"], (str, list, tuple)) else None
+        return bool(files) and len(files) == 1 and Path(files[0]) == Path(str(row["path"]))
+
+    mask = table.apply(redundant, axis=1)
+    if mask.any():
+        table = table.copy()
+        table["files"] = table["files"].astype(object)
+        table.loc[mask, "files"] = None
+    return table
+
+
+# ------------------------------------------------------------------------------------- model
+def build_method_from_config(config: Config) -> Any:
+    """``build_method(pretrain.method, build_encoder(pretrain.encoder...), **pretrain.method_args)``."""
+    from medssl.methods import build_method
+    from medssl.models import build_encoder
+
+    enc = config.pretrain.encoder
+    encoder = build_encoder(enc.name, spatial_dims=enc.spatial_dims, in_channels=enc.in_channels, **enc.args)
+    method = build_method(config.pretrain.method, encoder, **config.pretrain.method_args)
+    aug = config.pretrain.augmentation
+    if getattr(method, "batch_kind", "views") == "views" and aug.num_views < getattr(method, "num_views", 2):
+        raise ConfigError(f"method {config.pretrain.method!r} needs {method.num_views} views per sample but "
+                          f"pretrain.augmentation.num_views is {aug.num_views}")
+    return method
+
+
+def _pretext_task(method: Any, config: Config) -> Any:
+    if getattr(method, "batch_kind", "views") != "pretext":
+        return None
+    task = getattr(method, "pretext_task", None)
+    if task is None:
+        raise ConfigError(f"method {config.pretrain.method!r} is a pretext method without a task "
+                          "(set pretrain.method_args.task)")
+    return task
+
+
+# ------------------------------------------------------------------------------------- run
+def _attach_log_file(path: Path) -> tuple[logging.Handler, int]:
+    """Send medssl's INFO records to ``path`` too; returns the handler and the level to restore."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger("medssl")
+    previous = root.level
+    if root.getEffectiveLevel() > logging.INFO:
+        root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    return handler, previous
+
+
+def _warm_cache(cache: Any, table: Any, root: Path | None, workers: int, ctx: DistributedContext) -> Any:
+    """Preprocess every volume once (local rank 0), then keep the rows that succeeded everywhere."""
+    keep = None
+    if ctx.local_rank == 0:
+        report = cache.warm(table, workers=workers, root=root)
+        keep = (report["status"] == "ok").tolist()
+        for (_, row), (_, status) in zip(table.iterrows(), report.iterrows()):
+            if status["status"] != "ok":
+                logger.warning("skipping %s: %s", row["path"], status["reason"])
+    barrier(ctx)
+    keep = broadcast_object(keep, ctx)
+    kept = table[keep].reset_index(drop=True)
+    if kept.empty:
+        raise DataError(f"none of the {len(table)} volumes could be preprocessed (see the warnings above)")
+    return kept
+
+
+def _record_environment(path: Path, resume: bool, info: dict[str, Any]) -> None:
+    """``environment.json``: the first start's environment; each resume is appended under ``resumes``."""
+    import json
+
+    if resume and path.is_file():
+        try:
+            first = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            first = None
+        if isinstance(first, dict):
+            first.setdefault("resumes", []).append(info)
+            info = first
+    write_environment(path, info)
+
+
+def run_pretraining(
+    config: Config,
+    run_dir: str | os.PathLike,
+    resume: bool = False,
+    entries: Any = None,
+) -> PretrainResult:
+    """Pretrain ``config.pretrain.method`` on the configured volumes into ``run_dir``.
+
+    Args:
+        config: the whole configuration (``data``, ``pretrain``, ``seed``).
+        run_dir: the run folder (created; see the module docstring for its contents).
+        resume: continue from ``run_dir/checkpoints/last.pt`` (``CheckpointError`` when it is
+            missing, corrupt or from a different config).
+        entries: an already-built manifest DataFrame (``path`` column, relative to ``data.root``
+            or absolute) instead of ``data.manifest`` / ``data.root``.
+
+    Raises:
+        ConfigError, DataError, CheckpointError, TrainingDivergedError (see :mod:`medssl.errors`).
+    """
+    run_dir = Path(run_dir)
+    ctx = init_distributed(config.pretrain.device)
+    handler: logging.Handler | None = None
+    previous_level = logging.NOTSET
+    try:
+        checkpoint_path = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+        if not resume and checkpoint_path.exists():
+            raise ConfigError(f"{run_dir} already holds a run (checkpoint {checkpoint_path}); resume it with "
+                              "--resume (resume=True) or choose another run folder")
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            handler, previous_level = _attach_log_file(run_dir / "train.log")
+        barrier(ctx)
+
+        table, root = resolve_entries(config, entries)
+        data_cfg = config.data.model_copy(update={"root": str(root) if root else None})
+        from medssl.data.cache import PreprocessedCache
+        from medssl.data.datasets import build_pretrain_dataset, worker_init_fn
+
+        cache_dir = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else run_dir / "cache"
+        cache = PreprocessedCache(cache_dir, config.data.preprocess)
+        table = _warm_cache(cache, table, root, config.data.num_workers, ctx)
+        fingerprint = data_fingerprint(table["path"].astype(str).tolist(), root)
+        digest = config_hash(config)
+        if ctx.is_main:
+            atomic_write_text(run_dir / "config.yaml", dump_config(config))
+            _record_environment(run_dir / "environment.json", resume, environment_info(fingerprint, {
+                "config_hash": digest, "num_volumes": int(len(table)), "world_size": ctx.world_size,
+                "device_used": str(ctx.device),
+            }))
+        logger.info("pretraining %s on %d volumes (data %s, config %s) into %s",
+                    config.pretrain.method, len(table), fingerprint, digest, run_dir)
+
+        seed_everything(config.seed)
+        method = build_method_from_config(config)
+        dataset = build_pretrain_dataset(data_cfg, config.pretrain.augmentation, table, seed=config.seed,
+                                         cache=cache, pretext=_pretext_task(method, config))
+        workers = config.data.num_workers
+        trainer = Trainer(
+            method, dataset, config.pretrain, run_dir, seed=config.seed, config_hash=digest,
+            num_workers=workers, ctx=ctx, data_fingerprint=fingerprint, config_text=dump_config(config),
+            worker_init_fn=worker_init_fn(config.data.worker_threads) if workers > 0 else None,
+        )
+        outcome = trainer.fit(resume=resume)
+
+        encoder_path = run_dir / ENCODER_FILE
+        if ctx.is_main:
+            from medssl.models import export_encoder
+
+            card = {
+                "method": config.pretrain.method,
+                "method_args": dict(config.pretrain.method_args),
+                "steps": outcome.steps,
+                "final_loss": outcome.final_loss,
+                "data_fingerprint": fingerprint,
+                "num_volumes": int(len(table)),
+                "config_hash": digest,
+                "seed": config.seed,
+                "config": config.model_dump(mode="json"),
+            }
+            export_encoder(trainer.method.encoder, encoder_path, card)
+        barrier(ctx)
+        logger.info("pretraining done: %d steps, final loss %.4f, encoder %s", outcome.steps,
+                    outcome.final_loss, encoder_path)
+        return PretrainResult(
+            run_dir=run_dir,
+            encoder_path=encoder_path,
+            metrics_path=run_dir / METRICS_FILE,
+            final_loss=outcome.final_loss,
+            steps=outcome.steps,
+            checkpoint_path=outcome.checkpoint_path,
+            samples_per_second=outcome.samples_per_second,
+        )
+    finally:
+        if handler is not None:
+            logging.getLogger("medssl").removeHandler(handler)
+            logging.getLogger("medssl").setLevel(previous_level)
+            handler.close()
+        cleanup(ctx)
