@@ -127,7 +127,7 @@ def resolve_entries(config: Config, entries: Any = None) -> tuple["Any", Path | 
             try:
                 from medssl.data.manifest import load_manifest  # type: ignore[import-not-found]
 
-                entries = load_manifest(manifest)
+                entries = load_manifest(manifest, require_locations=True)
             except ImportError:
                 entries = pd.read_parquet(manifest) if manifest.suffix == ".parquet" else pd.read_csv(manifest)
             root = root or manifest.parent
@@ -150,26 +150,7 @@ def resolve_entries(config: Config, entries: Any = None) -> tuple["Any", Path | 
     except DataError as exc:
         where = data.manifest or data.root or "the entries passed in"
         raise DataError(f"{where}: {exc}") from exc
-    return _single_files_as_paths(table), root
-
-
-def _single_files_as_paths(table: "Any") -> "Any":
-    """Clear ``files`` where it only repeats ``path`` (a NIfTI row of the manifest): the cache reads
-    a ``files`` list as the slices of a DICOM series, which a single NIfTI file is not."""
-    if "files" not in table.columns:
-        return table
-    from medssl.data.cache import _parse_files
-
-    def redundant(row: Any) -> bool:
-        files = _parse_files(row["files"]) if isinstance(row["files"], (str, list, tuple)) else None
-        return bool(files) and len(files) == 1 and Path(files[0]) == Path(str(row["path"]))
-
-    mask = table.apply(redundant, axis=1)
-    if mask.any():
-        table = table.copy()
-        table["files"] = table["files"].astype(object)
-        table.loc[mask, "files"] = None
-    return table
+    return table, root
 
 
 # ------------------------------------------------------------------------------------- model

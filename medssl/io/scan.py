@@ -7,7 +7,11 @@ summary (:func:`medssl.io.nifti.nifti_summary`), or why the file was skipped or 
 never stops the scan.
 
 De-identification boundary: a record leaves its worker with pseudonymous keys only; the raw
-SeriesInstanceUID is blanked and the path made relative to the root.
+SeriesInstanceUID is blanked and the path made relative to the root. Export folders and file names
+often carry patient names, so no location leaves a worker inside text either: a reason or a log
+record written while a file is read names it ``<file>`` (its folder ``<folder>``, its JSON sidecar
+``<sidecar>``, the scanned folder ``<root>``; see :func:`redact_locations` and
+:func:`redacted_logs`). Log records about a NIfTI file name its manifest ``volume_id`` instead.
 
 Gap filled here: pydicom and nibabel read one file at a time; the process pool, chunking and
 per-series reuse of decoded acquisition fields are what make thousands of headers per second.
@@ -27,13 +31,17 @@ Example:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
 import os
-from typing import Sequence
+import re
+import threading
+from typing import Iterator, Mapping, Sequence
 
 from medssl.errors import VolumeReadError
+from medssl.io import deid
 from medssl.io.dicom_geometry import PlaneGeometry
 from medssl.io.dicom_header import DicomHeader, read_header
 from medssl.io.dicom_raw import NotDicomError
@@ -44,6 +52,161 @@ logger = logging.getLogger(__name__)
 
 #: Below this many files, ``workers=None`` reads in the calling process (a pool costs more).
 AUTO_POOL_MIN_FILES = 200
+
+#: Loggers whose records :func:`redacted_logs` rewrites (plus every ``medssl.io.*`` logger).
+REDACTED_LOGGERS: tuple[str, ...] = ("medssl.io", "pydicom", "nibabel", "nibabel.global")
+
+#: Locations shorter than this are not redacted (``"."``, one-letter folders: no name fits, and
+#: replacing them would garble ordinary words of a message).
+_MIN_LOCATION_LENGTH = 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Locations out of text
+
+
+def _variants(location: str) -> set[str]:
+    """The spellings a path takes in messages: as given, with either separator (a manifest built on
+    one system, read on another), and as ``repr`` writes Windows separators (doubled backslashes)."""
+    forms = {location, location.replace("\\", "/"), location.replace("/", "\\")}
+    forms |= {f.replace("\\", "\\\\") for f in list(forms) if "\\" in f}
+    return {f for f in forms if len(f) >= _MIN_LOCATION_LENGTH and f not in (".", "..")}
+
+
+class LocationRedactor:
+    """Replaces given locations (paths) in text by tokens; see :func:`redact_locations`.
+
+    The regular expression is compiled on first use: a scan makes one redactor per file and most
+    files never need it (no reason, no log record).
+    """
+
+    __slots__ = ("locations", "_pattern", "_tokens")
+
+    def __init__(self, locations: Mapping[str, str]):
+        self.locations = dict(locations)
+        self._pattern: re.Pattern | None = None
+        self._tokens: dict[str, str] | None = None
+
+    def _compile(self) -> None:
+        tokens: dict[str, str] = {}
+        for location, token in sorted(self.locations.items(), key=lambda item: -len(os.fspath(item[0]))):
+            for form in _variants(os.fspath(location)):
+                tokens.setdefault(form, token)
+        self._tokens = tokens
+        if tokens:
+            alternatives = "|".join(re.escape(form) for form in sorted(tokens, key=len, reverse=True))
+            # A location counts where it stands as a whole path: not inside a longer name (``ct`` in
+            # ``object``) nor a token already put in (``<path>``, ``files[1]``); followed by a
+            # separator (a folder of a longer path) or a full stop is fine.
+            self._pattern = re.compile(rf"(?<![\w^\-<])(?:{alternatives})(?![\w^\-\[>]|\.\w)")
+
+    def __call__(self, text: str | None) -> str | None:
+        if not text or not self.locations:
+            return text
+        if self._tokens is None:
+            self._compile()
+        if self._pattern is None:
+            return text
+        tokens = self._tokens
+        assert tokens is not None
+        return self._pattern.sub(lambda match: tokens[match.group(0)], text)
+
+
+def redact_locations(text: str | None, locations: Mapping[str, str]) -> str | None:
+    """``text`` with every location in ``locations`` (a path, absolute or relative, in any of its
+    spellings: either separator, ``repr``-escaped) replaced by its token, longest first.
+
+    Gap filled here: exception texts of pydicom, nibabel and the OS embed the file's path, and PACS
+    exports put patient names in folder and file names. Only whole paths are replaced (never a
+    single folder name inside other words); locations shorter than 3 characters are left alone.
+
+    Example:
+        >>> redact_locations("cannot open '/data/SMITH^JO/ct/1.dcm': denied", {"/data/SMITH^JO/ct/1.dcm": "<file>"})
+        "cannot open '<file>': denied"
+    """
+    return LocationRedactor(locations)(text)
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrites a record's message with a :class:`LocationRedactor` (records are never dropped)."""
+
+    def __init__(self, redactor: LocationRedactor):
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: leave it to the handler to report
+            return True
+        redacted = self.redactor(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_logger_cache: tuple[int, list[logging.Logger]] = (-1, [])
+
+
+def _redacted_loggers() -> list[logging.Logger]:
+    """:data:`REDACTED_LOGGERS` and every ``medssl.io.*`` logger (cached until a logger is added)."""
+    global _logger_cache
+    known = logging.root.manager.loggerDict
+    if _logger_cache[0] != len(known):
+        names = set(REDACTED_LOGGERS) | {n for n in list(known) if n.startswith("medssl.io.")}
+        _logger_cache = (len(known), [logging.getLogger(n) for n in sorted(names)])
+    return _logger_cache[1]
+
+
+@contextlib.contextmanager
+def redacted_logs(locations: Mapping[str, str] | LocationRedactor) -> Iterator[None]:
+    """Within the block, records of the io loggers (``medssl.io.*``, pydicom, nibabel) name no
+    location of ``locations``: each is replaced by its token (:func:`redact_locations`).
+
+    A :class:`logging.Filter` on each of those loggers (a filter on a parent logger does not see
+    its children's records); harmless to records that hold none of the locations.
+    """
+    redactor = locations if isinstance(locations, LocationRedactor) else LocationRedactor(locations)
+    if not redactor.locations:
+        yield
+        return
+    log_filter = _RedactingFilter(redactor)
+    loggers = list(_redacted_loggers())
+    for target in loggers:
+        target.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        for target in loggers:
+            target.removeFilter(log_filter)
+
+
+def nifti_volume_id(rel: str, salt: bytes) -> str:
+    """The manifest ``volume_id`` of the NIfTI file ``rel`` (POSIX path relative to the root)."""
+    return deid.pseudonymize("nifti:" + rel, "volume", salt)
+
+
+def _posix(rel: str) -> str:
+    return rel.replace(os.sep, "/") if os.sep != "/" else rel
+
+
+def _file_locations(root: str, rel: str) -> dict[str, str]:
+    """Tokens of one scanned file's locations: ``<file>``, ``<folder>``, ``<sidecar>``, ``<root>``."""
+    path = os.path.join(root, rel)
+    locations = {path: "<file>", rel: "<file>", _posix(rel): "<file>"}
+    if is_nifti_path(rel):
+        name = os.path.basename(rel)
+        stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name[: -len(".nii")]
+        sidecar = os.path.join(os.path.dirname(path), stem + ".json")
+        locations[sidecar] = "<sidecar>"
+        locations[os.path.join(os.path.dirname(rel), stem + ".json")] = "<sidecar>"
+    folder = os.path.dirname(rel)
+    if folder:
+        locations[os.path.dirname(path)] = "<folder>"
+        locations[folder] = "<folder>"
+    locations[os.path.abspath(root)] = "<root>"
+    locations[root] = "<root>"
+    return locations
 
 
 @dataclasses.dataclass(slots=True)
@@ -60,9 +223,84 @@ class FileRecord:
     reason: str | None = None
 
 
+class _FileBeingRead(threading.local):
+    """The file this thread is reading (for :class:`_CurrentFileFilter`) and whether the filter is on."""
+
+    file: tuple[str, str, bytes] | None = None
+    installed: bool = False
+
+
+_reading = _FileBeingRead()
+
+
+class _CurrentFileFilter(logging.Filter):
+    """Rewrites records emitted while a thread reads a file so that they name no location of it
+    (tokens of :func:`_file_locations`; a NIfTI file by its ``volume_id``). The tokens are made only
+    when a record arrives, so reading costs nothing extra."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        current = _reading.file
+        if current is None:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: leave it to the handler to report
+            return True
+        redacted = LocationRedactor(_log_locations(*current))(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+@contextlib.contextmanager
+def _file_log_redaction() -> Iterator[None]:
+    """Install :class:`_CurrentFileFilter` on the io loggers for the block (once: nested blocks
+    reuse the outer one, so a scan installs it once per chunk of files, not per file)."""
+    if _reading.installed:
+        yield
+        return
+    log_filter = _CurrentFileFilter()
+    loggers = list(_redacted_loggers())
+    for target in loggers:
+        target.addFilter(log_filter)
+    _reading.installed = True
+    try:
+        yield
+    finally:
+        _reading.installed, _reading.file = False, None
+        for target in loggers:
+            target.removeFilter(log_filter)
+
+
+def _log_locations(root: str, rel: str, salt: bytes) -> dict[str, str]:
+    locations = _file_locations(root, rel)
+    if not is_nifti_path(rel):
+        return locations
+    volume = nifti_volume_id(_posix(rel), salt)
+    return {k: (f"<{volume}>" if v == "<file>" else v.replace(">", f" of {volume}>")) for k, v in locations.items()}
+
+
 def scan_file(root: str, rel: str, salt: bytes, seen_series: set[str] | None = None) -> FileRecord:
     """One file's record. ``seen_series``: series whose acquisition fields this worker already
-    decoded (a manifest row needs them once per series); updated in place."""
+    decoded (a manifest row needs them once per series); updated in place.
+
+    Reasons name the file ``<file>`` (never its path); log records written while it is read name a
+    NIfTI file by its ``volume_id`` and any other file ``<file>``.
+    """
+    with _file_log_redaction():
+        _reading.file = (root, rel, salt)
+        try:
+            record = _read_record(root, rel, salt, seen_series)
+        finally:
+            _reading.file = None
+    if record.reason:
+        record.reason = LocationRedactor(_file_locations(root, rel))(record.reason)
+    if record.header is not None and record.header.reason:
+        record.header.reason = LocationRedactor(_file_locations(root, rel))(record.header.reason)
+    return record
+
+
+def _read_record(root: str, rel: str, salt: bytes, seen_series: set[str] | None) -> FileRecord:
     path = os.path.join(root, rel)
     if is_nifti_path(rel):
         try:
@@ -111,7 +349,8 @@ def _compact(record: FileRecord, shared: dict) -> FileRecord:
 
 def _scan_chunk(root: str, rels: Sequence[str], salt: bytes) -> list[FileRecord]:
     seen: set[str] = set()
-    return [scan_file(root, rel, salt, seen) for rel in rels]
+    with _file_log_redaction():
+        return [scan_file(root, rel, salt, seen) for rel in rels]
 
 
 def _pool_context():
@@ -150,9 +389,10 @@ def scan_files(
         if workers <= 1:
             seen: set[str] = set()
             shared: dict = {}
-            for rel in rels:
-                records[rel] = _compact(scan_file(root, rel, salt, seen), shared)
-                bar.update(1)
+            with _file_log_redaction():
+                for rel in rels:
+                    records[rel] = _compact(scan_file(root, rel, salt, seen), shared)
+                    bar.update(1)
             return records
         chunk = max(1, min(64, len(rels) // (workers * 4) or 1))
         with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
@@ -172,9 +412,14 @@ def scan_files(
     return records
 
 
-def list_files_with_stats(root: str | os.PathLike) -> dict[str, str]:
+def list_files_with_stats(root: str | os.PathLike, unlisted: dict[str, str] | None = None) -> dict[str, str]:
     """``relative path -> "size:mtime_ns"`` for every regular file under ``root``, sorted
-    (``os.scandir``; folder symlinks are not followed, so a link loop cannot trap the scan)."""
+    (``os.scandir``; folder symlinks are not followed, so a link loop cannot trap the scan).
+
+    A folder that cannot be listed (permissions, a vanished network share) is left out with a
+    warning that does not name it (folder names may be patient names); pass a dict as ``unlisted``
+    to receive ``relative folder -> reason`` for each (the manifest records them as error rows).
+    """
     stats: dict[str, str] = {}
     pending = [("", os.fspath(root))]
     while pending:
@@ -183,7 +428,10 @@ def list_files_with_stats(root: str | os.PathLike) -> dict[str, str]:
             with os.scandir(folder) as entries:
                 listing = list(entries)
         except OSError as exc:
-            logger.warning("cannot list %s (%s); its files are left out", rel_folder or ".", exc.strerror or exc)
+            reason = str(exc.strerror or type(exc).__name__)
+            logger.warning("cannot list a folder%s (%s); its files are left out", " under the root" if rel_folder else "", reason)
+            if unlisted is not None:
+                unlisted[rel_folder or "."] = reason
             continue
         for entry in listing:
             rel = f"{rel_folder}{os.sep}{entry.name}" if rel_folder else entry.name
