@@ -34,25 +34,53 @@ class PreprocessConfig(Section):
 
     ``target_spacing`` in millimetres (``null`` keeps the native spacing); CT is clipped to the
     Hounsfield window ``ct_window`` and scaled to [0, 1]; MR (and other modalities) is scaled
-    between the ``mr_percentiles`` percentiles of its foreground to [0, 1].
+    between the ``mr_percentiles`` percentiles of its foreground to [0, 1]. With
+    ``crop_foreground`` the volume (and its mask) is cropped to the box of voxels whose normalised
+    intensity exceeds ``foreground_threshold``, widened by ``crop_margin`` voxels. ``cache_dtype``
+    is how the cache stores the normalised image: ``float16`` halves disk and page-cache traffic
+    (relative rounding 2^-11, absolute <= 2.4e-4 on [0, 1]); ``float32`` is exact.
     """
 
     target_spacing: tuple[float, float, float] | None = (1.5, 1.5, 1.5)
     ct_window: tuple[float, float] = (-1000.0, 1000.0)
     mr_percentiles: tuple[float, float] = (0.5, 99.5)
     crop_foreground: bool = True
+    foreground_threshold: float = Field(default=0.05, ge=0.0, lt=1.0)
+    crop_margin: int = Field(default=4, ge=0)
     interpolation: Literal["linear", "nearest", "bspline"] = "linear"
+    cache_dtype: Literal["float16", "float32"] = "float16"
+
+    @field_validator("target_spacing")
+    @classmethod
+    def _spacing_positive(cls, value):
+        if value is not None and any(s <= 0 for s in value):
+            raise ValueError("target_spacing must be positive millimetres (or null to keep the native spacing)")
+        return value
+
+    @field_validator("ct_window", "mr_percentiles")
+    @classmethod
+    def _ordered_pair(cls, value):
+        if value[0] >= value[1]:
+            raise ValueError(f"{value} must be (low, high) with low < high")
+        return value
 
 
 class DataConfig(Section):
-    """Where the images are: a manifest (CSV or Parquet, from ``medssl manifest``) or a root folder."""
+    """Where the images are: a manifest (CSV or Parquet, from ``medssl manifest``) or a root folder.
+
+    ``samples_per_volume`` is how many items (each a set of views) one volume gives per epoch;
+    ``worker_threads`` caps torch's threads in each loader worker so that workers do not fight the
+    model for the same cores.
+    """
 
     manifest: str | None = None
     root: str | None = None
     cache_dir: str | None = None
     modalities: list[str] | None = None
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
-    num_workers: int = 0
+    num_workers: int = Field(default=0, ge=0)
+    samples_per_volume: int = Field(default=1, ge=1)
+    worker_threads: int = Field(default=1, ge=1)
 
 
 class EncoderConfig(Section):
@@ -65,78 +93,229 @@ class EncoderConfig(Section):
 
 
 class AugmentationConfig(Section):
-    """Modality-aware views: a preset by name (``ct``, ``mr``, ``xr``, ``us``) and its options."""
+    """Modality-aware views: a preset by name (``ct``, ``mr``, ``xr``, ``us``) and its options.
+
+    ``patch_size`` is the global view's size in voxels (two entries for 2D images); ``num_views``
+    global views (the first two with their overlap, measured by ``overlap_measure``: ``iou`` or
+    ``fraction`` of the smaller view, drawn in ``view_overlap``) and ``local_crops`` smaller crops of
+    ``local_patch_size`` (DINO multi-crop). ``spatial`` overrides fields of the preset's
+    :class:`medssl.transforms.spatial.SpatialAugmentation` (``{"elastic_prob": 0.2}``); ``args``
+    go to the preset builder. With ``device_side`` the intensity part runs batched on the training
+    device (``dataset.batch_augment``) instead of in the loader workers.
+    """
 
     preset: str = "ct"
     patch_size: tuple[int, ...] = (32, 32, 32)
-    num_views: int = 2
-    local_crops: int = 0
+    num_views: int = Field(default=2, ge=1)
+    local_crops: int = Field(default=0, ge=0)
     local_patch_size: tuple[int, ...] | None = None
+    view_overlap: tuple[float, float] = (0.25, 0.8)
+    overlap_measure: Literal["iou", "fraction"] = "iou"
+    spatial: dict[str, Any] = Field(default_factory=dict)
     args: dict[str, Any] = Field(default_factory=dict)
     device_side: bool = False
 
+    @field_validator("view_overlap")
+    @classmethod
+    def _overlap_range(cls, value):
+        low, high = value
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError("view_overlap must be (low, high) with 0 <= low <= high <= 1")
+        return value
+
+    @field_validator("patch_size", "local_patch_size")
+    @classmethod
+    def _patch_dims(cls, value):
+        if value is not None and (len(value) not in (2, 3) or any(p < 1 for p in value)):
+            raise ValueError("a patch size has 2 (2D) or 3 (3D) positive entries")
+        return value
+
 
 class OptimizerConfig(Section):
+    """The optimiser and its learning-rate schedule (see :mod:`medssl.engine.optim`).
+
+    ``lr`` is the peak learning rate reached after ``warmup_steps`` linear warm-up steps, then
+    ``schedule`` (cosine decay to ``min_lr_ratio * lr`` at the last step, or constant). With
+    ``lr_scaling`` set, the peak is ``lr * (batch_size / reference_batch_size)`` (``linear``, the
+    rule of Goyal et al. 2017 used by SimCLR/BYOL/Barlow Twins with SGD or LARS) or
+    ``lr * sqrt(batch_size / reference_batch_size)`` (``sqrt``, common with AdamW).
+    ``lars_eta`` is LARS's trust coefficient (You et al. 2017); ``betas`` apply to AdamW and
+    ``nesterov`` to SGD.
+    """
+
     name: Literal["sgd", "adamw", "lars"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    warmup_steps: int = 0
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    warmup_steps: int = Field(0, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
-    min_lr_ratio: float = 0.0
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    lars_eta: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    nesterov: bool = False
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    reference_batch_size: int = Field(256, gt=0)
 
 
 class PretrainConfig(Section):
-    """Self-supervised pretraining: a method by name over an encoder, on unlabeled volumes."""
+    """Self-supervised pretraining: a method by name over an encoder, on unlabeled volumes.
+
+    ``batch_size`` is the GLOBAL batch of one optimiser step: it is split over the processes of a
+    torchrun job and over ``accumulate_grad_batches`` micro-batches, so changing the number of GPUs
+    or the accumulation does not change what one step sees (it must divide exactly). ``steps``
+    counts optimiser steps. ``precision``: ``bf16`` autocast (CPU and GPU) or ``fp16`` autocast with
+    loss scaling (GPU only). ``sync_batchnorm``: batch statistics over all processes in the
+    method's heads (``heads``, the default), in every batch-norm layer (``all``), or none.
+    ``device``: ``auto`` (the local GPU when there is one, else CPU), ``cpu`` or ``cuda``.
+    See ``docs/distributed.md``.
+    """
 
     method: str = "simclr"
     method_args: dict[str, Any] = Field(default_factory=dict)
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    steps: int = 100
-    batch_size: int = 8
-    accumulate_grad_batches: int = 1
+    steps: int = Field(100, gt=0)
+    batch_size: int = Field(8, gt=0)
+    accumulate_grad_batches: int = Field(1, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    checkpoint_every: int = 50
-    log_every: int = 10
-    max_grad_norm: float | None = None
+    checkpoint_every: int = Field(50, gt=0)
+    log_every: int = Field(10, gt=0)
+    max_grad_norm: float | None = Field(None, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    sync_batchnorm: Literal["heads", "all", "none"] = "heads"
+    find_unused_parameters: bool = False
+    tensorboard: bool = True
 
 
 class FinetuneConfig(Section):
-    """Supervised fine-tuning on few labels (segmentation or case-level classification)."""
+    """Supervised fine-tuning on few labels (segmentation or case-level classification).
+
+    Segmentation trains the MONAI network that matches the encoder (``medssl.models``) on random
+    patches of ``patch_size`` (a fraction ``pos_fraction`` centred on foreground), with DiceCE loss,
+    and predicts whole volumes by sliding window (``sw_overlap``, ``sliding_window_batch_size``).
+    ``mask_labels`` picks the mask values to learn (``[1]``: label 1 is class 1, the rest background;
+    ``null``: the mask as it is, with ``num_classes`` counting the background). Classification trains
+    encoder + linear head with cross-entropy on ``label_column``; ``classification_input`` is
+    ``whole`` (the volume resized, proportions kept, to ``input_size`` or ``patch_size``) or
+    ``patch`` (random patches in training, the mean of the patch logits over a sliding-window grid
+    at test). ``freeze``: ``none`` (full fine-tuning), ``encoder`` (decoder/head only) or
+    ``partial`` (the ``frozen_stages`` shallowest encoder stages, default half); ``layer_decay``:
+    layer-wise learning-rate decay factor per encoder stage (``null``: off). ``val_every`` > 0 with a
+    validation split keeps the weights of the best validation score. ``network`` is ``auto``: the
+    segmentation network follows the encoder (``medssl.models.build_segmentation_network``), with
+    ``network_args`` passed to it. Patch classification needs masks (patch centres). See
+    ``docs/studies.md``.
+    """
 
     task: Literal["segmentation", "classification"] = "segmentation"
     network: str = "auto"
     network_args: dict[str, Any] = Field(default_factory=dict)
-    num_classes: int = 2
+    num_classes: int = Field(2, ge=2)
     label_column: str = "label"
+    mask_labels: list[int] | None = None
     patch_size: tuple[int, ...] = (32, 32, 32)
-    steps: int = 100
-    batch_size: int = 4
+    pos_fraction: float = Field(0.5, ge=0, le=1)
+    augment: bool = True
+    classification_input: Literal["whole", "patch"] = "whole"
+    input_size: tuple[int, ...] | None = None
+    steps: int = Field(100, gt=0)
+    batch_size: int = Field(4, gt=0)
     optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(lr=3e-3))
     freeze: Literal["none", "encoder", "partial"] = "none"
-    layer_decay: float | None = None
+    frozen_stages: int | None = Field(None, ge=0)
+    layer_decay: float | None = Field(None, gt=0, le=1)
+    max_grad_norm: float | None = Field(None, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    sliding_window_batch_size: int = 4
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    sliding_window_batch_size: int = Field(4, gt=0)
+    sw_overlap: float = Field(0.25, ge=0, lt=1)
+    eval_metrics: list[Literal["dice", "hd95", "surface_dice"]] = Field(
+        default_factory=lambda: ["dice", "hd95", "surface_dice"]
+    )
+    surface_tolerance_mm: float = Field(2.0, gt=0)
+    val_every: int = Field(0, ge=0)
+
+    @field_validator("patch_size", "input_size")
+    @classmethod
+    def _sizes(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and (len(value) not in (2, 3) or any(int(s) < 1 for s in value)):
+            raise ValueError("sizes are 2 (2D) or 3 (3D) positive voxel counts")
+        return value
+
+    @field_validator("mask_labels")
+    @classmethod
+    def _mask_labels(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or len(set(value)) != len(value) or min(value) < 1):
+            raise ValueError("mask_labels must list distinct mask values >= 1 (background 0 is implicit)")
+        return value
 
 
 class StudyConfig(Section):
-    """A label-efficiency study: budgets x seeds x initialisations."""
+    """A label-efficiency study: budgets x seeds x initialisations (x folds).
 
+    ``labels`` is a CSV of labeled cases (``case_column``, ``image``, ``mask``, the finetune
+    ``label_column``, optionally ``patient_column`` and ``modality``; paths relative to the CSV's
+    folder or absolute), such as the ``labels.csv`` of ``medssl synth``. The test set is split off by
+    patient once (``test_fraction``, seed ``Config.seed``) and kept for every budget, seed and
+    initialisation; with ``folds`` >= 2 each patient-level fold is the test set in turn. ``budgets``
+    are case counts (>= 1) or fractions of the training pool (0 < f < 1), nested. ``inits`` maps a
+    name to an exported encoder (``encoder.pt``) or ``null`` for training from scratch.
+    ``evaluation`` is ``finetune`` (the ``finetune`` section) or a probe on frozen features
+    (``linear_probe``, ``knn_probe``; classification). ``bootstrap`` resamples (``level`` interval)
+    over test cases and, with ``bootstrap_seeds``, over seeds too.
+    """
+
+    labels: str | None = None
+    case_column: str = "case_id"
+    patient_column: str | None = "patient_key"
+    stratify_column: str | None = "label"
     budgets: list[float] = Field(default_factory=lambda: [2, 4, 8])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     inits: dict[str, str | None] = Field(default_factory=lambda: {"scratch": None})
-    test_fraction: float = 0.3
-    val_fraction: float = 0.0
+    baseline: str = "scratch"
+    test_fraction: float = Field(0.3, gt=0, lt=1)
+    val_fraction: float = Field(0.0, ge=0, lt=1)
+    folds: int = Field(0, ge=0)
+    evaluation: Literal["finetune", "linear_probe", "knn_probe"] = "finetune"
+    knn_k: int = Field(5, ge=1)
+    probe_c: float = Field(1.0, gt=0)
     metric: str = "dice"
-    bootstrap: int = 1000
+    bootstrap: int = Field(1000, ge=10)
+    bootstrap_seeds: bool = True
+    level: float = Field(0.95, gt=0, lt=1)
 
     @field_validator("budgets")
     @classmethod
     def _budgets_positive(cls, value: list[float]) -> list[float]:
         if not value or any(b <= 0 for b in value):
             raise ValueError("budgets must be positive case counts (>= 1) or fractions (0 < f < 1)")
+        if any(b > 1 and float(b) != int(b) for b in value):
+            raise ValueError("a budget above 1 is a case count and must be a whole number")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int]) -> list[int]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("seeds must be a non-empty list of distinct integers")
+        return value
+
+    @field_validator("inits")
+    @classmethod
+    def _inits(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        if not value:
+            raise ValueError("inits needs at least one initialisation, e.g. {scratch: null}")
+        for name in value:
+            if not name or any(c in name for c in "/\\:*?\"<>|") or name.startswith("."):
+                raise ValueError(f"init name {name!r} must be usable as a folder name")
+        return value
+
+    @field_validator("folds")
+    @classmethod
+    def _folds(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("folds must be 0 (one fixed test split) or >= 2 (k-fold)")
         return value
 
 

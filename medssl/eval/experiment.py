@@ -1,0 +1,194 @@
+"""One supervised run: train on some labeled cases from one initialisation, score the test cases.
+
+:func:`train_and_evaluate` is the unit a label-efficiency study repeats over budgets, seeds and
+initialisations (and what ``medssl finetune`` runs once). Given the labeled data, the case ids to
+train on (and to validate and test on), an initialisation (``scratch`` or an exported
+``encoder.pt``) and a seed, it:
+
+* ``study.evaluation: finetune``, ``finetune.task: segmentation``: builds the segmentation network
+  (:func:`~medssl.eval.networks.build_finetune_model`), trains it on random labeled patches
+  (:class:`medssl.data.datasets.LabeledPatchDataset`, positive centres with probability
+  ``pos_fraction``, flips/small rotations/scaling when ``augment``), predicts each test volume by
+  sliding window and scores Dice, HD95 and surface Dice per case;
+* ``finetune.task: classification``: encoder + head trained with cross-entropy on whole volumes
+  (:class:`~medssl.eval.cases.WholeVolumeDataset`) or labeled patches, per-case probabilities;
+* ``linear_probe`` / ``knn_probe``: the frozen encoder's pooled features of the whole volumes,
+  a logistic regression / kNN fitted on the training cases, per-case probabilities.
+
+It returns the per-case table (:class:`RunOutcome`) and a record of what happened (steps, losses,
+seconds, which weights transferred). Deterministic for a seed on CPU.
+
+Example::
+
+    outcome = train_and_evaluate(config, data, "runs/simclr/encoder.pt", train_ids=ids[:4],
+                                 test_ids=test_ids, seed=0)
+    outcome.per_case[["case_id", "dice"]]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medssl.config import Config, FinetuneConfig
+from medssl.errors import ConfigError
+from medssl.eval.cases import WholeVolumeDataset, whole_volume_input
+from medssl.eval.data import LabeledData
+from medssl.eval.evaluate import classifier_input_size, evaluate_segmentation, predict_classification
+from medssl.eval.finetune import finetune_classification, finetune_segmentation, resolve_device
+from medssl.eval.metrics import classification_table
+from medssl.eval.networks import SCRATCH, build_finetune_model, is_scratch, load_encoder
+from medssl.eval.probes import extract_features, knn_probe, linear_probe
+from medssl.utils.seeding import seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOutcome:
+    """The per-case table of one run and a JSON-able record of the run."""
+
+    per_case: pd.DataFrame
+    record: dict[str, Any] = field(default_factory=dict)
+    model: Any = None
+
+
+def finetune_spatial_augmentation(enabled: bool):
+    """Mild geometry for few-label training: left-right flips, +-10 degree in-plane rotation, +-10% scale."""
+    from medssl.transforms.spatial import SpatialAugmentation
+
+    if not enabled:
+        return SpatialAugmentation.identity()
+    return SpatialAugmentation(flip_prob=(0.5, 0.0, 0.0), rot90_prob=0.0, rotate_prob=0.3,
+                               rotate_range_deg=(0.0, 0.0, 10.0), scale_prob=0.3, scale_range=(0.9, 1.1))
+
+
+def dataset_patch_size(cfg: FinetuneConfig, spatial_dims: int) -> tuple[int, ...]:
+    """The patch size a dataset samples: 2 sizes for a 2D network, 3 for a 3D one."""
+    size = tuple(int(s) for s in cfg.patch_size)
+    if spatial_dims == 2:
+        return size[:2]
+    if len(size) != 3:
+        raise ConfigError(f"finetune.patch_size {size} needs 3 sizes for a 3D encoder")
+    return size
+
+
+def scratch_encoder_config(config: Config, inits: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """The architecture a scratch init trains: that of the first pretrained init (read from its model
+    card, so scratch and pretrained compare the same network), else ``pretrain.encoder``."""
+    from medssl.models import read_card
+
+    for name, path in (inits or {}).items():
+        if not is_scratch(path):
+            card = read_card(path)
+            log.debug("scratch uses the encoder architecture of init %s", name)
+            return dict(card["encoder"])
+    return config.pretrain.encoder.model_dump()
+
+
+def _patch_dataset(data: LabeledData, ids: Sequence[str], cfg: FinetuneConfig, spatial_dims: int, seed: int,
+                   label_column: str | None):
+    from medssl.data.datasets import LabeledPatchDataset
+
+    pos = float(cfg.pos_fraction)
+    return LabeledPatchDataset(
+        data.cache, data.entries_for(list(ids)), dataset_patch_size(cfg, spatial_dims), seed=seed,
+        spatial=finetune_spatial_augmentation(cfg.augment), pos=pos, neg=1.0 - pos,
+        samples_per_volume=max(1, cfg.batch_size), label_column=label_column,
+    )
+
+
+def _long_classification(data: LabeledData, test_ids: Sequence[str], probabilities: np.ndarray) -> pd.DataFrame:
+    targets = [data.cases[c].label for c in test_ids]
+    return classification_table(list(test_ids), targets, probabilities)
+
+
+def whole_volume_features(config: Config, data: LabeledData, init: str | os.PathLike | None,
+                          encoder_config: Any) -> dict[str, np.ndarray]:
+    """Pooled features of every case's whole volume from the frozen encoder of ``init`` (probes)."""
+    seed_everything(config.seed)  # a scratch encoder's random weights depend on the run seed only
+    encoder, _ = load_encoder(init, encoder_config)
+    device = resolve_device(config.finetune.device)
+    encoder.to(device)
+    size = classifier_input_size(config.finetune)
+    ids = list(data.cases)
+    inputs = (whole_volume_input(data.cases[c].image_tensor(), size) for c in ids)
+    features = extract_features(encoder, inputs, batch_size=config.finetune.sliding_window_batch_size, device=device)
+    return dict(zip(ids, features))
+
+
+def train_and_evaluate(
+    config: Config,
+    data: LabeledData,
+    init: str | os.PathLike | None,
+    *,
+    train_ids: Sequence[str],
+    test_ids: Sequence[str],
+    val_ids: Sequence[str] = (),
+    seed: int,
+    encoder_config: Any | None = None,
+    features: dict[str, np.ndarray] | None = None,
+    keep_model: bool = False,
+) -> RunOutcome:
+    """Train on ``train_ids`` from ``init`` and score ``test_ids`` (module docstring)."""
+    cfg, study = config.finetune, config.study
+    if not train_ids or not test_ids:
+        raise ConfigError(f"a run needs training and test cases (got {len(train_ids)} and {len(test_ids)})")
+    overlap = set(train_ids) & set(test_ids)
+    if overlap:
+        raise ConfigError(f"case(s) {sorted(overlap)[:5]} are both training and test cases")
+    if cfg.network != "auto":
+        raise ConfigError(f"finetune.network={cfg.network!r}: the network follows the encoder (resnet* -> FlexibleUNet, "
+                          "segresnet -> SegResNet, swin -> SwinUNETR, ...); leave it 'auto' and pass its options in "
+                          "finetune.network_args")
+    encoder_config = encoder_config if encoder_config is not None else config.pretrain.encoder.model_dump()
+    started = time.perf_counter()
+    record: dict[str, Any] = {"init": SCRATCH if is_scratch(init) else str(init), "seed": seed,
+                              "n_train": len(train_ids), "n_test": len(test_ids), "n_val": len(val_ids)}
+    model = None
+    if study.evaluation in ("linear_probe", "knn_probe"):
+        if features is None:
+            features = whole_volume_features(config, data, init, encoder_config)
+        x_train = np.stack([features[c] for c in train_ids])
+        y_train = [data.cases[c].label for c in train_ids]
+        x_test = np.stack([features[c] for c in test_ids])
+        if study.evaluation == "linear_probe":
+            probabilities = linear_probe(x_train, y_train, x_test, num_classes=cfg.num_classes, C=study.probe_c)
+        else:
+            probabilities = knn_probe(x_train, y_train, x_test, num_classes=cfg.num_classes, k=study.knn_k)
+        per_case = _long_classification(data, test_ids, probabilities)
+        record["feature_dim"] = int(x_train.shape[1])
+    elif cfg.task == "segmentation":
+        model = build_finetune_model("segmentation", encoder_config, init, num_classes=cfg.num_classes, seed=seed,
+                                     network_args=cfg.network_args)
+        patches = _patch_dataset(data, train_ids, cfg, model.spatial_dims, seed, None)
+        history = finetune_segmentation(model, patches, cfg, seed=seed, validation=data.subset(list(val_ids)),
+                                        num_workers=config.data.num_workers)
+        per_case = evaluate_segmentation(model, data.subset(list(test_ids)), cfg)
+        record.update(history=history.as_dict(), transfer=model.transfer_summary())
+    else:
+        model = build_finetune_model("classification", encoder_config, init, num_classes=cfg.num_classes, seed=seed,
+                                     network_args=cfg.network_args)
+        if cfg.classification_input == "whole":
+            dataset = WholeVolumeDataset(data.subset(list(train_ids)), classifier_input_size(cfg), seed=seed,
+                                         flip_prob=0.5 if cfg.augment else 0.0)
+        else:
+            dataset = _patch_dataset(data, train_ids, cfg, model.spatial_dims, seed, "label")
+        history = finetune_classification(model, dataset, cfg, seed=seed, validation=data.subset(list(val_ids)),
+                                          num_workers=config.data.num_workers)
+        per_case = predict_classification(model, data.subset(list(test_ids)), cfg)
+        record.update(history=history.as_dict(), transfer=model.transfer_summary())
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    if model is not None and not keep_model:
+        model.network.to("cpu")
+        model = None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return RunOutcome(per_case.reset_index(drop=True), record, model)

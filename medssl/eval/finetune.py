@@ -1,0 +1,355 @@
+"""Fine-tuning on few labels: segmentation (DiceCE on patches) and case-level classification.
+
+Segmentation (:func:`finetune_segmentation`): the network from
+:func:`medssl.eval.networks.build_finetune_model` is trained on random patches (a dataset yielding
+``{"image": (C, *patch), "mask": (1, *patch)}``, such as :class:`medssl.data.datasets.LabeledPatchDataset`
+with its positive/negative centre ratio) with MONAI's ``DiceCELoss`` (soft Dice over the foreground
+classes, computed over the whole batch, plus cross-entropy over all classes; softmax outputs), for
+``steps`` optimiser steps. Whole volumes are then predicted by sliding window
+(:mod:`medssl.eval.inference`).
+
+Classification (:func:`finetune_classification`): encoder + linear head, cross-entropy on the case
+label; the input is the whole volume resized to a fixed size (``classification_input: whole``, see
+:func:`medssl.eval.cases.whole_volume_input`) or random patches of the case
+(``classification_input: patch``; at test the patch logits of a sliding-window grid are averaged).
+
+Both: frozen, partly frozen or full fine-tuning and layer-wise learning-rate decay
+(:mod:`medssl.eval.param_groups`); the optimiser and warm-up/cosine schedule of the pretraining
+engine (:func:`medssl.engine.optim.build_optimizer`, :func:`medssl.engine.schedules.build_scheduler`);
+bf16 autocast on CPU or GPU (:class:`medssl.engine.precision.PrecisionPolicy`). Determinism: the
+batch order comes from a ``torch.Generator`` seeded from ``(seed, epoch)``, dataset items depend only
+on ``(seed, epoch, index)``, and the network is built after ``seed_everything``; the same config and
+seed give identical weights on CPU.
+
+Example::
+
+    model = build_finetune_model("segmentation", encoder_cfg, "runs/simclr/encoder.pt", num_classes=2, seed=0)
+    history = finetune_segmentation(model, patch_dataset, cfg.finetune, seed=0)
+    table = evaluate_segmentation(model, test_cases, cfg.finetune)    # one row per case
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from medssl.config import FinetuneConfig
+from medssl.errors import ConfigError, DataError, TrainingDivergedError
+from medssl.eval.cases import LabeledCase, remap_mask
+from medssl.eval.networks import FinetuneModel, network_state
+from medssl.eval.param_groups import FrozenNormEval, freeze_parameters, layerwise_parameter_groups
+from medssl.utils.logging import progress_enabled
+from medssl.utils.seeding import make_torch_generator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneHistory:
+    """What one fine-tuning run did: the loss per step, timing, frozen tensors, best validation step."""
+
+    losses: list[float] = field(default_factory=list)
+    learning_rates: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    frozen: int = 0
+    trainable: int = 0
+    validation: list[tuple[int, float]] = field(default_factory=list)
+    best_step: int | None = None
+
+    @property
+    def final_loss(self) -> float:
+        return self.losses[-1] if self.losses else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "steps": len(self.losses), "final_loss": self.final_loss, "first_loss": self.losses[0] if self.losses else None,
+            "seconds": round(self.seconds, 3), "frozen_tensors": self.frozen, "trainable_tensors": self.trainable,
+            "validation": self.validation, "best_step": self.best_step,
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("finetune.device=cuda but no CUDA GPU is available; use auto or cpu")
+    return torch.device(name)
+
+
+def _epoch_batches(n_items: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """A seeded permutation of ``range(n_items)`` cut into batches (the last one may be short)."""
+    order = torch.randperm(n_items, generator=make_torch_generator(seed, "finetune-order", epoch)).tolist()
+    return [order[i:i + batch_size] for i in range(0, n_items, batch_size)]
+
+
+def iterate_batches(dataset: Dataset, batch_size: int, *, seed: int, num_workers: int = 0) -> Iterator[Any]:
+    """Endless batches: epoch after epoch, ``set_epoch(epoch)`` on the dataset (when it has one), then
+    a seeded order. Workers are restarted each epoch so they see the epoch; items depend only on
+    ``(seed, epoch, index)``, never on the worker."""
+    n_items = len(dataset)  # type: ignore[arg-type]
+    if n_items == 0:
+        raise DataError("the fine-tuning dataset is empty (no labeled training case)")
+    epoch = 0
+    while True:
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        loader = DataLoader(dataset, batch_sampler=_epoch_batches(n_items, batch_size, seed, epoch),
+                            num_workers=num_workers)
+        yield from loader
+        epoch += 1
+
+
+def _split_batch(batch: Any, keys: Sequence[str]) -> list[torch.Tensor]:
+    if isinstance(batch, dict):
+        found = []
+        for options in keys:
+            key = next((k for k in options.split("|") if k in batch), None)
+            if key is None:
+                raise DataError(f"a fine-tuning batch lacks {options!r} (it has {sorted(batch)})")
+            found.append(batch[key])
+        return found
+    return list(batch)
+
+
+def _to_spatial_dims(x: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+    """``(B, C, X, Y, 1)`` -> ``(B, C, X, Y)`` for a 2D network."""
+    if spatial_dims == 2 and x.ndim == 5:
+        if x.shape[-1] != 1:
+            raise DataError(f"a 2D network needs 2D patches (Z == 1), got shape {tuple(x.shape)}")
+        x = x[..., 0]
+    return x
+
+
+def _prepare_training(model: FinetuneModel, cfg: FinetuneConfig, device: torch.device):
+    from medssl.engine.optim import build_optimizer
+    from medssl.engine.precision import PrecisionPolicy
+    from medssl.engine.schedules import build_scheduler
+
+    network = model.network.to(device)
+    frozen = freeze_parameters(network, model.stages, cfg.freeze, cfg.frozen_stages)
+    norm_eval = FrozenNormEval(network, frozen)
+    groups = layerwise_parameter_groups(network, model.stages, decay=cfg.layer_decay,
+                                        weight_decay=cfg.optimizer.weight_decay)
+    optimizer = build_optimizer(groups, cfg.optimizer)
+    scheduler = build_scheduler(optimizer, cfg.steps, cfg.optimizer.warmup_steps, cfg.optimizer.min_lr_ratio,
+                                cfg.optimizer.schedule)
+    precision = PrecisionPolicy(cfg.precision, device)
+    trainable = sum(1 for p in network.parameters() if p.requires_grad)
+    return network, norm_eval, optimizer, scheduler, precision, len(frozen), trainable
+
+
+def _train_loop(
+    model: FinetuneModel,
+    batches: Iterator[Any],
+    cfg: FinetuneConfig,
+    loss_of_batch: Callable[[nn.Module, Any], torch.Tensor],
+    *,
+    device: torch.device,
+    validate: Callable[[], float] | None,
+    desc: str,
+) -> FinetuneHistory:
+    network, norm_eval, optimizer, scheduler, precision, n_frozen, n_trainable = _prepare_training(model, cfg, device)
+    history = FinetuneHistory(frozen=n_frozen, trainable=n_trainable)
+    best_score, best_state = -math.inf, None
+    start = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(cfg.steps), desc=desc, disable=not progress_enabled(), leave=False)
+    for step in bar:
+        network.train()
+        norm_eval.apply()
+        batch = next(batches)
+        optimizer.zero_grad(set_to_none=True)
+        with precision.autocast():
+            loss = loss_of_batch(network, batch)
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"fine-tuning loss became {loss.item()} at step {step} (init {model.init}); lower finetune.optimizer.lr"
+            )
+        precision.backward(loss)
+        if cfg.max_grad_norm is not None:
+            precision.unscale_(optimizer)
+            nn.utils.clip_grad_norm_([p for p in network.parameters() if p.requires_grad], cfg.max_grad_norm)
+        precision.step(optimizer)
+        history.learning_rates.append(max(float(g["lr"]) for g in optimizer.param_groups))
+        scheduler.step()
+        history.losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{history.losses[-1]:.4f}")
+        if validate is not None and cfg.val_every and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
+            score = float(validate())
+            history.validation.append((step + 1, score))
+            if score > best_score:
+                best_score, best_state, history.best_step = score, network_state(model), step + 1
+    if best_state is not None:
+        network.load_state_dict(best_state)
+        log.info("init %s: kept the weights of step %d (validation score %.4f)", model.init, history.best_step, best_score)
+    network.eval()
+    history.seconds = time.perf_counter() - start
+    log.info("init %s: %s fine-tuning, %d steps in %.1f s, loss %.4f -> %.4f", model.init, model.task, cfg.steps,
+             history.seconds, history.losses[0], history.final_loss)
+    return history
+
+
+# ---- segmentation ------------------------------------------------------------------------------
+
+
+def segmentation_loss() -> nn.Module:
+    """MONAI ``DiceCELoss``: softmax, one-hot targets, Dice over foreground classes over the batch."""
+    from monai.losses import DiceCELoss
+
+    return DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
+
+
+def finetune_segmentation(
+    model: FinetuneModel,
+    patches: Dataset,
+    cfg: FinetuneConfig,
+    *,
+    seed: int,
+    device: torch.device | str | None = None,
+    validation: Sequence[LabeledCase] | None = None,
+    num_workers: int = 0,
+) -> FinetuneHistory:
+    """Train ``model`` on ``patches`` (items ``{"image", "mask"}``) for ``cfg.steps`` steps.
+
+    Masks are mapped to classes by ``cfg.mask_labels``. With ``validation`` cases and
+    ``cfg.val_every``, the weights with the best mean validation Dice are kept.
+    """
+    if model.task != "segmentation":
+        raise ValueError(f"finetune_segmentation needs a segmentation model, got {model.task}")
+    device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    criterion = segmentation_loss()
+
+    def loss_of_batch(network: nn.Module, batch: Any) -> torch.Tensor:
+        image, mask = _split_batch(batch, ["image", "mask|label"])
+        image = _to_spatial_dims(image.float(), model.spatial_dims).to(device)
+        target = _to_spatial_dims(remap_mask(mask, cfg.mask_labels), model.spatial_dims).to(device)
+        if int(target.max()) >= cfg.num_classes:
+            raise DataError(f"a mask holds class {int(target.max())} but finetune.num_classes is {cfg.num_classes}; "
+                            "set finetune.mask_labels or num_classes")
+        return criterion(network(image).float(), target)
+
+    validate = None
+    if validation:
+        from medssl.eval.evaluate import evaluate_segmentation
+
+        def validate() -> float:
+            return float(evaluate_segmentation(model, validation, cfg, metrics=["dice"], device=device)["dice"].mean())
+
+    batches = iterate_batches(patches, cfg.batch_size, seed=seed, num_workers=num_workers)
+    return _train_loop(model, batches, cfg, loss_of_batch, device=device, validate=validate, desc="finetune seg")
+
+
+# ---- classification ----------------------------------------------------------------------------
+
+
+def finetune_classification(
+    model: FinetuneModel,
+    dataset: Dataset,
+    cfg: FinetuneConfig,
+    *,
+    seed: int,
+    device: torch.device | str | None = None,
+    validation: Sequence[LabeledCase] | None = None,
+    num_workers: int = 0,
+) -> FinetuneHistory:
+    """Train encoder + head with cross-entropy on items ``{"image": (C, *S), "label": int}``."""
+    if model.task != "classification":
+        raise ValueError(f"finetune_classification needs a classification model, got {model.task}")
+    device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    criterion = nn.CrossEntropyLoss()
+
+    def loss_of_batch(network: nn.Module, batch: Any) -> torch.Tensor:
+        image, label = _split_batch(batch, ["image", "label|target"])
+        image = _to_spatial_dims(image.float(), model.spatial_dims).to(device)
+        label = torch.as_tensor(label).long().reshape(-1).to(device)
+        if int(label.max()) >= cfg.num_classes or int(label.min()) < 0:
+            raise DataError(f"a case label lies outside [0, {cfg.num_classes - 1}] (finetune.num_classes)")
+        return criterion(network(image).float(), label)
+
+    validate = None
+    if validation:
+        from medssl.eval.evaluate import predict_classification
+        from medssl.eval.metrics import classification_metrics_from_table
+
+        def validate() -> float:
+            table = predict_classification(model, validation, cfg, device=device)
+            scores = classification_metrics_from_table(table)
+            return scores["auc"] if np.isfinite(scores["auc"]) else scores["balanced_accuracy"]
+
+    batches = iterate_batches(dataset, cfg.batch_size, seed=seed, num_workers=num_workers)
+    return _train_loop(model, batches, cfg, loss_of_batch, device=device, validate=validate, desc="finetune cls")
+
+
+# ---- one fine-tuning run from a config (``medssl finetune``) ------------------------------------
+
+
+@dataclass
+class FinetuneRun:
+    """What :func:`run_finetuning` wrote and measured."""
+
+    run_dir: Any
+    metrics: dict[str, float]
+    n_train: int
+    n_test: int
+    init: str
+
+    def __str__(self) -> str:
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
+        return (f"init {self.init}: trained on {self.n_train} case(s), tested on {self.n_test}: {scores}\n"
+                f"per-case table: {self.run_dir}/per_case.csv; weights: {self.run_dir}/network.pt")
+
+
+def run_finetuning(config: Any, run_dir: Any, init: str | None = None) -> FinetuneRun:
+    """Fine-tune once on every training case of a patient-level split and score the test cases.
+
+    The split is :func:`medssl.data.splits.split_by_patient` of ``study.labels`` (``test_fraction``,
+    ``val_fraction``, seed ``config.seed``). ``init``: an exported ``encoder.pt`` or None (scratch).
+    Writes ``config.yaml``, ``per_case.csv``, ``metrics.json`` (mean metrics, training record,
+    transfer report) and ``network.pt`` (the fine-tuned network's state dict) into ``run_dir``.
+    """
+    import json
+    from pathlib import Path
+
+    from medssl.config import dump_config
+    from medssl.data.splits import split_by_patient
+    from medssl.eval.data import PATIENT, load_labeled_data
+    from medssl.eval.experiment import scratch_encoder_config, train_and_evaluate
+    from medssl.eval.metrics import classification_metrics_from_table
+    from medssl.utils.atomic import atomic_torch_save, atomic_write, atomic_write_text
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    data = load_labeled_data(config, config.data.cache_dir or run_dir / "cache")
+    stratify = config.study.stratify_column if config.study.stratify_column in data.table.columns else None
+    sides = split_by_patient(data.table, patient_col=PATIENT, test_fraction=config.study.test_fraction,
+                             val_fraction=config.study.val_fraction, seed=config.seed, stratify_col=stratify)
+    ids = {side: list(data.table.loc[sides == side, "case_id"]) for side in ("train", "val", "test")}
+    inits = {"init": init} if init else {}
+    outcome = train_and_evaluate(config, data, init, train_ids=ids["train"], test_ids=ids["test"],
+                                 val_ids=ids["val"], seed=config.seed,
+                                 encoder_config=scratch_encoder_config(config, inits), keep_model=True)
+    table = outcome.per_case
+    if "target" in table.columns:
+        metrics = classification_metrics_from_table(table)
+    else:
+        metrics = {c: float(table[c].mean()) for c in table.columns if c != "case_id"}
+    with atomic_write(run_dir / "per_case.csv", "w", encoding="utf-8", newline="") as handle:
+        table.to_csv(handle, index=False)
+    record = dict(outcome.record, metrics=metrics, train_ids=ids["train"], val_ids=ids["val"], test_ids=ids["test"],
+                  data_fingerprint=data.fingerprint)
+    atomic_write_text(run_dir / "metrics.json", json.dumps(record, indent=2, default=str) + "\n")
+    if outcome.model is not None:
+        atomic_torch_save(outcome.model.network.state_dict(), run_dir / "network.pt")
+    log.info("fine-tuning run written to %s", run_dir)
+    return FinetuneRun(run_dir, metrics, len(ids["train"]), len(ids["test"]), outcome.record["init"])

@@ -1,0 +1,83 @@
+"""Whole-volume inference of a patch-trained network, by MONAI's sliding window.
+
+A segmentation network trained on patches of ``roi_size`` is applied to a whole volume by
+:func:`monai.inferers.sliding_window_inference`: overlapping windows (``overlap`` of the window
+size), Gaussian blending of the window outputs (importance weighting that trusts window centres
+more than borders), zero padding where the volume is smaller than a window.
+
+What this module adds on top of MONAI: the medssl layout (a volume is ``(C, X, Y, Z)`` with
+``Z == 1`` for a 2D image) and 2D networks on 3D volumes, which are run slice by slice along Z
+(each axial slice is one 2D image of the batch).
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Conv3d(1, 2, 3, padding=1)
+    >>> probs = predict_segmentation(net, torch.rand(1, 20, 18, 9), roi_size=(16, 16, 8), spatial_dims=3)
+    >>> tuple(probs.shape)
+    (2, 20, 18, 9)
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def _window(roi_size: Sequence[int], spatial_dims: int) -> tuple[int, ...]:
+    roi = tuple(int(s) for s in roi_size)
+    if spatial_dims == 2 and len(roi) == 3:
+        roi = roi[:2]
+    if len(roi) != spatial_dims:
+        raise ValueError(f"roi_size {roi} does not match a {spatial_dims}D network")
+    return roi
+
+
+@torch.no_grad()
+def predict_segmentation(
+    network: nn.Module,
+    image: torch.Tensor,
+    *,
+    roi_size: Sequence[int],
+    spatial_dims: int = 3,
+    sw_batch_size: int = 4,
+    overlap: float = 0.25,
+    mode: str = "gaussian",
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Class probabilities ``(K, X, Y, Z)`` (softmax) of a whole volume ``image`` ``(C, X, Y, Z)``.
+
+    ``spatial_dims=2``: the network takes ``(B, C, X, Y)``; every Z slice is predicted on its own.
+    The network is put in eval mode and left there. The result is on the CPU.
+    """
+    from monai.inferers import sliding_window_inference
+
+    if image.ndim != 4:
+        raise ValueError(f"image must be (C, X, Y, Z), got shape {tuple(image.shape)}")
+    device = torch.device(device) if device is not None else next(network.parameters()).device
+    network.eval()
+    roi = _window(roi_size, spatial_dims)
+    if spatial_dims == 3:
+        batch = image.unsqueeze(0)
+    else:
+        batch = image.permute(3, 0, 1, 2)  # (Z, C, X, Y): one 2D image per slice
+    logits = sliding_window_inference(
+        batch.to(device),
+        roi_size=roi,
+        sw_batch_size=sw_batch_size,
+        predictor=network,
+        overlap=overlap,
+        mode=mode,
+        sw_device=device,
+        device=torch.device("cpu"),
+    )
+    probabilities = torch.softmax(logits.float(), dim=1)
+    if spatial_dims == 3:
+        return probabilities[0]
+    return probabilities.permute(1, 2, 3, 0)  # (K, X, Y, Z)
+
+
+def predict_labels(network: nn.Module, image: torch.Tensor, **kwargs) -> torch.Tensor:
+    """Integer label map ``(X, Y, Z)``: the argmax of :func:`predict_segmentation`."""
+    return predict_segmentation(network, image, **kwargs).argmax(dim=0)

@@ -1,0 +1,306 @@
+"""Label-efficiency studies: how much does an initialisation buy at 2, 4, 8... labeled cases?
+
+:func:`run_label_efficiency` runs every cell ``init x budget x seed (x fold)`` of a study and
+returns the tidy per-case results (:data:`medssl.study.summary.RESULT_COLUMNS`);
+:func:`run_study_from_config` (``medssl study``, ``pipelines/label_efficiency.py``) also writes the
+report (:func:`medssl.study.report.write_report`) and the run manifest.
+
+Design (what makes the numbers trustworthy):
+
+* **Patient-level, fixed test set.** The labeled cases are split once by patient
+  (:func:`medssl.data.splits.split_by_patient`, seed ``config.seed``, stratified on
+  ``study.stratify_column``); the test cases are the same for every budget, seed and
+  initialisation. With ``study.folds >= 2`` each patient-level fold
+  (:func:`~medssl.data.splits.kfold_by_patient`) is the test set in turn and the results cover
+  every case once per seed.
+* **Nested budgets per seed.** For seed ``s`` the labeled subsets of the training pool come from
+  :func:`~medssl.data.splits.nested_label_budgets` (seeded by ``s``): the 2 cases lie inside the 4,
+  inside the 8, and every initialisation trains on the *same* cases for a given seed, so the
+  comparison between initialisations is paired.
+* **Common random numbers.** A cell's seed depends on ``(config.seed, seed, fold, budget)`` and not
+  on the initialisation: scratch and pretrained runs start from the same random decoder and see the
+  same patches in the same order; only the encoder weights differ.
+* **Resumable.** A finished cell is written atomically to ``cells/<init>/<cell>.csv`` with a JSON
+  record (its key hashes the config, the data fingerprint, the encoder file and the case ids it
+  used); a re-run skips cells whose key matches and recomputes the others. The same config on the
+  same data gives the same numbers on CPU, whether or not it was interrupted.
+
+Layout of ``run_dir``: ``config.yaml``, ``manifest.json``, ``cells/``, ``results.csv``,
+``summary.csv``, ``plots/``, ``report.md``, ``report.html``, ``cache/`` (preprocessed volumes,
+unless ``data.cache_dir`` is set).
+
+Example::
+
+    config = load_config("configs/study/label_efficiency_ct.yaml", ["study.seeds=[0,1]"])
+    report = run_study_from_config(config, "runs/study")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from medssl.config import Config, dump_config
+from medssl.errors import ConfigError, DataError
+from medssl.eval.data import PATIENT, LabeledData, load_labeled_data
+from medssl.eval.experiment import scratch_encoder_config, train_and_evaluate, whole_volume_features
+from medssl.eval.networks import is_scratch
+from medssl.study.manifest import collect_environment, fingerprint_file, fingerprint_text, now_iso, write_manifest
+from medssl.study.summary import RESULT_COLUMNS
+from medssl.utils.atomic import atomic_write, atomic_write_text
+from medssl.utils.seeding import derive_seed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    """One run of a study: an init trained on ``train_ids`` and scored on ``test_ids``."""
+
+    init: str
+    budget: float
+    seed: int
+    fold: int
+    train_ids: tuple[str, ...]
+    val_ids: tuple[str, ...]
+    test_ids: tuple[str, ...]
+
+    @property
+    def n_labeled(self) -> int:
+        return len(self.train_ids)
+
+    @property
+    def name(self) -> str:
+        budget = f"{self.budget:g}".replace(".", "p")
+        return f"b{budget}_s{self.seed}_f{self.fold}"
+
+
+@dataclass(frozen=True)
+class Split:
+    """One fixed test set (a fold) and its training pool (and validation cases)."""
+
+    fold: int
+    pool: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+
+
+def _stratify(config: Config, table: pd.DataFrame) -> str | None:
+    column = config.study.stratify_column
+    if column and column not in table.columns:
+        log.warning("study.stratify_column %r is not in the labels table; splitting without stratification", column)
+        return None
+    return column or None
+
+
+def make_splits(config: Config, data: LabeledData) -> list[Split]:
+    """The patient-level test set(s) of the study (see module docstring)."""
+    from medssl.data.splits import kfold_by_patient, split_by_patient
+
+    study, table = config.study, data.table
+    stratify = _stratify(config, table)
+    if study.folds >= 2:
+        if study.val_fraction > 0:
+            raise ConfigError("study.val_fraction with study.folds is not supported: use one or the other")
+        folds = kfold_by_patient(table, study.folds, seed=config.seed, patient_col=PATIENT, stratify_col=stratify)
+        return [Split(int(f), tuple(table.loc[folds != f, "case_id"]), (), tuple(table.loc[folds == f, "case_id"]))
+                for f in sorted(folds.unique())]
+    sides = split_by_patient(table, patient_col=PATIENT, test_fraction=study.test_fraction,
+                             val_fraction=study.val_fraction, seed=config.seed, stratify_col=stratify)
+    return [Split(0, tuple(table.loc[sides == "train", "case_id"]), tuple(table.loc[sides == "val", "case_id"]),
+                  tuple(table.loc[sides == "test", "case_id"]))]
+
+
+def plan_cells(config: Config, data: LabeledData, splits: Sequence[Split]) -> list[CellPlan]:
+    """Every cell, ordered fold, seed, budget, init (so partial results fill the table evenly)."""
+    from medssl.data.splits import nested_label_budgets
+
+    study, table = config.study, data.table.set_index("case_id", drop=False)
+    stratify = _stratify(config, data.table)
+    cells = []
+    for split in splits:
+        pool = table.loc[list(split.pool)].reset_index(drop=True)
+        for seed in study.seeds:
+            subsets = nested_label_budgets(pool, study.budgets, seed=derive_seed(config.seed, "budgets", seed, split.fold),
+                                           patient_col=PATIENT, stratify_col=stratify, id_col="case_id")
+            for budget in sorted(study.budgets):
+                for init in study.inits:
+                    cells.append(CellPlan(init, float(budget), int(seed), split.fold, tuple(subsets[budget]),
+                                          split.val, split.test))
+    return cells
+
+
+def _init_fingerprints(inits: dict[str, str | None]) -> dict[str, str]:
+    return {name: "scratch" if is_scratch(path) else fingerprint_file(path) for name, path in inits.items()}
+
+
+def study_key(config: Config, data: LabeledData) -> str:
+    """Everything a cell's numbers depend on besides its init, seed, fold and cases."""
+    return fingerprint_text(
+        json.dumps(config.finetune.model_dump(mode="json"), sort_keys=True),
+        json.dumps(config.data.preprocess.model_dump(mode="json"), sort_keys=True),
+        json.dumps(config.pretrain.encoder.model_dump(mode="json"), sort_keys=True),
+        config.study.evaluation, config.study.knn_k, config.study.probe_c, config.seed, data.fingerprint,
+        data.content_key,
+    )
+
+
+def _cell_key(base: str, plan: CellPlan, init_fingerprint: str) -> str:
+    return fingerprint_text(base, init_fingerprint, plan.budget, plan.seed, plan.fold,
+                            sorted(plan.train_ids), sorted(plan.val_ids), sorted(plan.test_ids))
+
+
+def _cell_paths(run_dir: Path, plan: CellPlan) -> tuple[Path, Path]:
+    folder = run_dir / "cells" / plan.init
+    return folder / f"{plan.name}.csv", folder / f"{plan.name}.json"
+
+
+def _load_finished(run_dir: Path, plan: CellPlan, key: str) -> pd.DataFrame | None:
+    csv_path, json_path = _cell_paths(run_dir, plan)
+    if not (csv_path.is_file() and json_path.is_file()):
+        return None
+    try:
+        record = json.loads(json_path.read_text(encoding="utf-8"))
+        if record.get("cell_key") != key:
+            log.warning("cell %s/%s was computed with other settings or data; recomputing it", plan.init, plan.name)
+            return None
+        rows = pd.read_csv(csv_path, dtype={"case_id": str, "init": str, "metric": str})
+    except (OSError, ValueError) as exc:
+        log.warning("cell %s/%s is unreadable (%s); recomputing it", plan.init, plan.name, exc)
+        return None
+    if list(rows.columns) != RESULT_COLUMNS or rows.empty:
+        log.warning("cell %s/%s holds an unexpected table; recomputing it", plan.init, plan.name)
+        return None
+    return rows
+
+
+def to_long(per_case: pd.DataFrame, plan: CellPlan) -> pd.DataFrame:
+    """A per-case table (``case_id`` + metric columns) -> tidy rows of :data:`RESULT_COLUMNS`."""
+    long = per_case.melt(id_vars=["case_id"], var_name="metric", value_name="value")
+    long["value"] = long["value"].astype(float)
+    long.insert(0, "init", plan.init)
+    long.insert(1, "budget", plan.budget)
+    long.insert(2, "n_labeled", plan.n_labeled)
+    long.insert(3, "seed", plan.seed)
+    long.insert(4, "fold", plan.fold)
+    return long[RESULT_COLUMNS]
+
+
+def run_label_efficiency(
+    config: Config,
+    run_dir: str | os.PathLike,
+    *,
+    data: LabeledData | None = None,
+    resume: bool = True,
+) -> pd.DataFrame:
+    """Run (or resume) every cell of the study in ``run_dir``; returns the tidy results.
+
+    ``data`` defaults to :func:`medssl.eval.data.load_labeled_data` of ``config``. With
+    ``resume=False`` finished cells are recomputed.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    study = config.study
+    if study.evaluation != "finetune" and config.finetune.task != "classification":
+        raise ConfigError(f"study.evaluation={study.evaluation} is a probe of case-level classes: "
+                          "set finetune.task=classification (and finetune.label_column)")
+    if study.baseline not in study.inits:
+        log.warning("study.baseline %r is not among the inits %s: no difference tables", study.baseline,
+                    list(study.inits))
+    for name, path in study.inits.items():
+        if not is_scratch(path) and not Path(path).is_file():
+            raise ConfigError(f"study.inits.{name}: encoder file {path} does not exist")
+    atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    if data is None:
+        data = load_labeled_data(config, config.data.cache_dir or run_dir / "cache")
+    splits = make_splits(config, data)
+    plans = plan_cells(config, data, splits)
+    base_key = study_key(config, data)
+    init_prints = _init_fingerprints(study.inits)
+    encoder_config = scratch_encoder_config(config, study.inits)
+
+    manifest: dict[str, Any] = {
+        "kind": "label_efficiency",
+        "task": config.finetune.task,
+        "evaluation": study.evaluation,
+        "started": now_iso(),
+        "finished": None,
+        "config": config.model_dump(mode="json"),
+        "environment": collect_environment(),
+        "data_fingerprint": data.fingerprint,
+        "n_cases": len(data.cases),
+        "n_patients": int(data.table[PATIENT].nunique()),
+        "seeds": {"config_seed": config.seed, "study_seeds": list(study.seeds),
+                  "cell_seed": "derive_seed(config.seed, 'cell', seed, fold, budget)"},
+        "splits": [{"fold": s.fold, "test": list(s.test), "val": list(s.val), "pool_size": len(s.pool)} for s in splits],
+        "inits": {name: {"path": None if is_scratch(path) else str(Path(path).resolve()),
+                         "fingerprint": init_prints[name]} for name, path in study.inits.items()},
+        "scratch_encoder": encoder_config,
+        "study_key": base_key,
+        "cells": len(plans),
+    }
+    write_manifest(run_dir / "manifest.json", manifest)
+
+    features: dict[str, dict] = {}
+    frames, computed = [], 0
+    for number, plan in enumerate(plans, start=1):
+        key = _cell_key(base_key, plan, init_prints[plan.init])
+        finished = _load_finished(run_dir, plan, key) if resume else None
+        if finished is not None:
+            frames.append(finished)
+            continue
+        seed = derive_seed(config.seed, "cell", plan.seed, plan.fold, plan.budget) % (2**31)
+        init_path = study.inits[plan.init]
+        if study.evaluation != "finetune" and plan.init not in features:
+            features[plan.init] = whole_volume_features(config, data, init_path, encoder_config)
+        outcome = train_and_evaluate(config, data, init_path, train_ids=plan.train_ids, test_ids=plan.test_ids,
+                                     val_ids=plan.val_ids, seed=seed, encoder_config=encoder_config,
+                                     features=features.get(plan.init))
+        long = to_long(outcome.per_case, plan)
+        record = dict(outcome.record, cell_key=key, init=plan.init, budget=plan.budget, seed=plan.seed,
+                      fold=plan.fold, cell_seed=seed, train_ids=list(plan.train_ids), finished=now_iso())
+        csv_path, json_path = _cell_paths(run_dir, plan)
+        atomic_write_text(json_path, json.dumps(record, indent=2, default=str) + "\n")
+        with atomic_write(csv_path, "w", encoding="utf-8", newline="") as handle:  # the commit marker
+            long.to_csv(handle, index=False)
+        frames.append(long)
+        computed += 1
+        headline = _headline(long)
+        log.info("cell %d/%d: %s, %d labeled case(s), seed %d, fold %d: %s (%.1f s)", number, len(plans),
+                 plan.init, plan.n_labeled, plan.seed, plan.fold, headline, outcome.record.get("seconds", 0.0))
+    log.info("study: %d cell(s) computed, %d reused from %s", computed, len(plans) - computed, run_dir / "cells")
+    if not frames:
+        raise DataError("the study has no cell to run")
+    results = pd.concat(frames, ignore_index=True)
+    manifest["finished"] = now_iso()
+    manifest["cells_computed"] = computed
+    write_manifest(run_dir / "manifest.json", manifest)
+    return results
+
+
+def _headline(long: pd.DataFrame) -> str:
+    for metric in ("dice", "correct"):
+        values = long.loc[long["metric"] == metric, "value"]
+        if len(values):
+            return f"mean {metric} {values.mean():.3f}"
+    return f"{long['case_id'].nunique()} test case(s)"
+
+
+def run_study_from_config(config: Config, run_dir: str | os.PathLike, *, resume: bool = True) -> Path:
+    """Run the study of ``config`` in ``run_dir`` and write its report; returns ``report.md``."""
+    from medssl.study.report import write_report
+
+    run_dir = Path(run_dir)
+    results = run_label_efficiency(config, run_dir, resume=resume)
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    metric = config.study.metric
+    files = write_report(results, run_dir, primary=metric, baseline=config.study.baseline, manifest=manifest,
+                         n_resamples=config.study.bootstrap, level=config.study.level, seed=config.seed,
+                         resample_seeds=config.study.bootstrap_seeds)
+    return files.markdown

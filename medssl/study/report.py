@@ -1,0 +1,377 @@
+"""The study report: ``results.csv``, ``summary.csv``, plots, ``report.md`` and a self-contained ``report.html``.
+
+:func:`write_report` turns the tidy per-case results (see :mod:`medssl.study.summary`) into:
+
+* ``results.csv``: the tidy table itself (one row per init x budget x seed x fold x case x metric);
+* ``summary.csv``: per metric, init and budget: mean, sd over seeds, bootstrap interval, the
+  difference to scratch with its paired interval;
+* ``plots/<metric>_vs_labels.png`` and ``plots/<metric>_per_case.png`` (or ``_per_run`` for set-level
+  metrics such as AUC);
+* ``report.md``: for each metric a table init x budget (``mean ± sd [CI low, CI high]``) and a table
+  of differences to scratch (``+diff [low, high]``, starred when the interval excludes zero), the
+  plots, how to read them, and the run facts (commit, versions, data fingerprint);
+* ``report.html``: the same, with the plots embedded as base64 PNG so one file can be e-mailed.
+
+Example:
+    >>> import pandas as pd, tempfile
+    >>> rows = [dict(init=i, budget=b, n_labeled=int(b), seed=s, fold=0, case_id=c, metric="dice",
+    ...              value=0.5 + 0.02 * b + (0.05 if i == "ssl" else 0) + 0.01 * s + 0.1 * k)
+    ...         for i in ("scratch", "ssl") for b in (2.0, 4.0) for s in (0, 1) for k, c in enumerate("abc")]
+    >>> files = write_report(pd.DataFrame(rows), tempfile.mkdtemp(), n_resamples=100)
+    >>> sorted(p.name for p in (files.results, files.markdown, files.html))
+    ['report.html', 'report.md', 'results.csv']
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from medssl.study.plots import metric_label, plot_label_efficiency, plot_per_case, plot_per_run
+from medssl.study.summary import (
+    RESULT_COLUMNS,
+    SET_LEVEL_METRICS,
+    available_metrics,
+    higher_is_better,
+    per_run_table,
+    summarize,
+)
+from medssl.utils.atomic import atomic_write, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReportFiles:
+    """Paths written by :func:`write_report`."""
+
+    results: Path
+    summary: Path
+    markdown: Path
+    html: Path
+    plots: list[Path] = field(default_factory=list)
+    summary_table: pd.DataFrame | None = None
+
+
+# ---- a tiny document model rendered to both Markdown and HTML ---------------------------------
+
+
+@dataclass
+class _Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass
+class _Paragraph:
+    text: str
+
+
+@dataclass
+class _Table:
+    frame: pd.DataFrame
+
+
+@dataclass
+class _Image:
+    path: Path
+    caption: str
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def _render_markdown(blocks: Sequence[Any], base: Path) -> str:
+    parts = []
+    for block in blocks:
+        if isinstance(block, _Heading):
+            parts.append("#" * block.level + " " + block.text)
+        elif isinstance(block, _Paragraph):
+            parts.append(block.text)
+        elif isinstance(block, _Table):
+            parts.append(_markdown_table(block.frame))
+        elif isinstance(block, _Image):
+            parts.append(f"![{block.caption}]({block.path.relative_to(base).as_posix()})")
+    return "\n\n".join(parts) + "\n"
+
+
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:980px;margin:2em auto;
+padding:0 1em;color:#222}table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th:first-child,td:first-child{text-align:left}
+th{background:#f3f3f3}img{max-width:100%}code{background:#f3f3f3;padding:1px 3px}"""
+
+
+def _inline_markdown(text: str) -> str:
+    """Escape, then turn ``code`` spans and **bold** into HTML (all this report uses)."""
+    escaped = html.escape(text)
+    pieces = escaped.split("`")
+    for k in range(1, len(pieces), 2):
+        pieces[k] = f"<code>{pieces[k]}</code>"
+    joined = "".join(pieces)
+    bold = joined.split("**")
+    for k in range(1, len(bold), 2):
+        bold[k] = f"<b>{bold[k]}</b>"
+    return "".join(bold)
+
+
+def _render_html(blocks: Sequence[Any], title: str) -> str:
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{_CSS}</style></head><body>"]
+    for block in blocks:
+        if isinstance(block, _Heading):
+            parts.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, _Paragraph):
+            for paragraph in block.text.split("\n\n"):
+                lines = paragraph.splitlines()
+                if lines and all(line.startswith("- ") for line in lines):
+                    items = "".join(f"<li>{_inline_markdown(line[2:])}</li>" for line in lines)
+                    parts.append(f"<ul>{items}</ul>")
+                else:
+                    parts.append(f"<p>{_inline_markdown(paragraph)}</p>")
+        elif isinstance(block, _Table):
+            parts.append(block.frame.to_html(index=False, escape=True, border=0))
+        elif isinstance(block, _Image):
+            data = base64.b64encode(block.path.read_bytes()).decode("ascii")
+            parts.append(f"<figure><img alt='{html.escape(block.caption)}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# ---- tables -----------------------------------------------------------------------------------
+
+
+def _digits(metric: str) -> int:
+    return 1 if metric.startswith("hd95") else 3
+
+
+def _fmt(value: float, digits: int, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _budget_label(n_labeled: int) -> str:
+    return f"{n_labeled} case" + ("" if n_labeled == 1 else "s")
+
+
+def performance_table(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Init x budget table of ``mean ± sd [ci_low, ci_high]`` strings."""
+    d = _digits(metric)
+    budgets = sorted(summary["n_labeled"].unique())
+    rows = []
+    for init in dict.fromkeys(summary["init"]):
+        row = {"init": init}
+        for n in budgets:
+            match = summary[(summary["init"] == init) & (summary["n_labeled"] == n)]
+            if match.empty:
+                row[_budget_label(n)] = ""
+                continue
+            r = match.iloc[0]
+            sd = "" if math.isnan(r["sd"]) else f" ± {_fmt(r['sd'], d)}"
+            row[_budget_label(n)] = f"{_fmt(r['mean'], d)}{sd} [{_fmt(r['ci_low'], d)}, {_fmt(r['ci_high'], d)}]"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def difference_table(summary: pd.DataFrame, metric: str, baseline: str) -> pd.DataFrame:
+    """Init x budget table of ``+diff [low, high]`` to ``baseline``; ``*`` marks intervals excluding 0."""
+    d = _digits(metric)
+    budgets = sorted(summary["n_labeled"].unique())
+    rows = []
+    for init in dict.fromkeys(summary["init"]):
+        if init == baseline:
+            continue
+        row = {"init": init}
+        for n in budgets:
+            match = summary[(summary["init"] == init) & (summary["n_labeled"] == n)]
+            if match.empty or math.isnan(match.iloc[0]["diff"]):
+                row[_budget_label(n)] = "n/a"
+                continue
+            r = match.iloc[0]
+            star = " *" if r["diff_excludes_zero"] else ""
+            row[_budget_label(n)] = (f"{_fmt(r['diff'], d, signed=True)} "
+                                     f"[{_fmt(r['diff_low'], d, signed=True)}, {_fmt(r['diff_high'], d, signed=True)}]{star}")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_class_table(results: pd.DataFrame, metric: str, mask_labels: Sequence[int] | None = None) -> pd.DataFrame:
+    """Rows (init, labeled cases), one column per class: ``metric_<k>`` averaged over seeds and test cases.
+
+    Empty when the results hold a single class. ``mask_labels`` names class ``k`` by its mask value.
+    """
+    pattern = rf"^{metric}_(\d+)$"
+    per_class = results[results["metric"].astype(str).str.match(pattern)]
+    classes = sorted({int(m.rsplit("_", 1)[1]) for m in per_class["metric"].unique()})
+    if len(classes) < 2:
+        return pd.DataFrame()
+    means = per_class.groupby(["init", "n_labeled", "metric"], sort=False)["value"].mean()
+    d = _digits(metric)
+    rows = []
+    for init in dict.fromkeys(results["init"]):
+        for n in sorted(results.loc[results["init"] == init, "n_labeled"].unique()):
+            row = {"init": init, "labeled cases": int(n)}
+            for k in classes:
+                name = f"class {k}" + (f" (mask {mask_labels[k - 1]})" if mask_labels and k <= len(mask_labels) else "")
+                value = means.get((init, n, f"{metric}_{k}"), float("nan"))
+                row[name] = _fmt(float(value), d)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _setup_paragraph(manifest: dict[str, Any] | None, results: pd.DataFrame) -> str:
+    inits = ", ".join(f"`{i}`" for i in dict.fromkeys(results["init"]))
+    budgets = ", ".join(str(int(n)) for n in sorted(results["n_labeled"].unique()))
+    seeds = results["seed"].nunique()
+    folds = results["fold"].nunique()
+    cases = results["case_id"].nunique()
+    text = (f"Initialisations {inits}; labeled-case budgets {budgets} (nested: the smaller labeled sets lie "
+            f"inside the larger ones); {seeds} seed(s) per budget; {cases} test case(s)")
+    text += f" over {folds} fold(s)." if folds > 1 else ", the same patient-level test set for every run."
+    if manifest:
+        task = manifest.get("task")
+        evaluation = manifest.get("evaluation")
+        if task or evaluation:
+            text = f"Task: {task or ''}{' by ' + evaluation if evaluation else ''}. " + text
+    return text
+
+
+def _mask_labels(manifest: dict[str, Any] | None) -> list[int] | None:
+    try:
+        return list(manifest["config"]["finetune"]["mask_labels"])  # type: ignore[index]
+    except (KeyError, TypeError):
+        return None
+
+
+_VERSIONS = ("medssl", "torch", "monai", "numpy", "pandas", "scikit-learn")
+
+_HOW_TO_READ = (
+    "- each cell: the metric's mean over seeds ± its standard deviation over seeds (how much the result "
+    "moves with which cases got labeled and the initial weights), then in brackets a 95% percentile "
+    "bootstrap interval that resamples {resampled};\n"
+    "- difference tables: initialisation minus `{baseline}` on the same test cases and seeds (paired "
+    "bootstrap, 95%); `*` marks an interval that excludes zero, i.e. a difference unlikely to be "
+    "noise of the test set and of the seeds alone;\n"
+    "- the plots show the mean over seeds (line), the interval (band) and each seed's run (dots); "
+    "the box plots show the spread over test cases: a mean can hide a few failed cases."
+)
+
+
+def write_report(
+    results: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    metrics: Sequence[str] | None = None,
+    primary: str | None = None,
+    baseline: str = "scratch",
+    manifest: dict[str, Any] | None = None,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    resample_seeds: bool = True,
+    title: str = "Label-efficiency study",
+) -> ReportFiles:
+    """Write ``results.csv``, ``summary.csv``, plots, ``report.md`` and ``report.html`` into ``out_dir``."""
+    missing = set(RESULT_COLUMNS) - set(results.columns)
+    if missing:
+        raise ValueError(f"results lack the column(s) {sorted(missing)}")
+    if results.empty:
+        raise ValueError("results are empty: no finished run to report")
+    out_dir = Path(out_dir)
+    plots_dir = out_dir / "plots"
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    results = results[RESULT_COLUMNS].sort_values(["init", "budget", "seed", "fold", "case_id", "metric"],
+                                                  kind="stable").reset_index(drop=True)
+    results_path = out_dir / "results.csv"
+    with atomic_write(results_path, "w", encoding="utf-8", newline="") as handle:
+        results.to_csv(handle, index=False)
+
+    metrics = list(metrics) if metrics else available_metrics(results)
+    if primary and primary in metrics:
+        metrics = [primary] + [m for m in metrics if m != primary]
+    if not metrics:
+        raise ValueError(f"no reportable metric in the results (metrics: {sorted(results['metric'].unique())})")
+
+    blocks: list[Any] = [_Heading(title, 1), _Paragraph(_setup_paragraph(manifest, results))]
+    summaries, plot_paths = [], []
+    for k, metric in enumerate(metrics):
+        summary = summarize(results, metric, baseline=baseline, n_resamples=n_resamples, level=level, seed=seed,
+                            resample_seeds=resample_seeds)
+        summary.insert(0, "metric", metric)
+        summaries.append(summary)
+        per_run = per_run_table(results, metric)
+        label = metric_label(metric)
+        direction = "higher is better" if higher_is_better(metric) else "lower is better"
+        blocks.append(_Heading(f"{label}{' (primary metric)' if k == 0 else ''}", 2))
+        curve = plot_label_efficiency(summary, per_run, metric, plots_dir / f"{metric}_vs_labels.png")
+        blocks.append(_Image(curve, f"{label} against labeled cases"))
+        blocks.append(_Paragraph(f"{label} ({direction}): mean ± sd over seeds [95% bootstrap CI]."))
+        blocks.append(_Table(performance_table(summary, metric)))
+        if baseline in set(summary["init"]) and summary["init"].nunique() > 1:
+            blocks.append(_Paragraph(f"Difference to `{baseline}` [paired 95% bootstrap CI]; `*`: the interval "
+                                     "excludes zero."))
+            blocks.append(_Table(difference_table(summary, metric, baseline)))
+        classes = per_class_table(results, metric, _mask_labels(manifest))
+        if not classes.empty:
+            blocks.append(_Paragraph(f"{label} per class (mean over seeds and test cases):"))
+            blocks.append(_Table(classes))
+        if metric in SET_LEVEL_METRICS:
+            boxes = plot_per_run(per_run, metric, plots_dir / f"{metric}_per_run.png")
+            blocks.append(_Image(boxes, f"{label} per run"))
+        else:
+            boxes = plot_per_case(results, metric, plots_dir / f"{metric}_per_case.png")
+            blocks.append(_Image(boxes, f"{label} per test case"))
+        plot_paths += [curve, boxes]
+
+    blocks.append(_Heading("How to read this report", 2))
+    blocks.append(_Paragraph(_HOW_TO_READ.format(
+        baseline=baseline, resampled="test cases and seeds" if resample_seeds else "test cases (seeds fixed)")))
+    if manifest:
+        blocks.append(_Heading("Run", 2))
+        env = manifest.get("environment", {})
+        commit = env.get("git_commit")
+        versions = ", ".join(f"{name} {env[name]}" for name in _VERSIONS if env.get(name))
+        facts = [
+            f"- started {manifest.get('started', '?')}, finished {manifest.get('finished', '?')}",
+            f"- medssl commit `{commit or 'unknown'}`" + (" (`+dirty`: with local changes)" if commit and
+                                                          commit.endswith("+dirty") else ""),
+            f"- {versions}" if versions else "- package versions: see `manifest.json`",
+            f"- data fingerprint `{manifest.get('data_fingerprint', '?')}`; the full record is in `manifest.json`",
+        ]
+        blocks.append(_Paragraph("\n".join(facts)))
+
+    summary_all = pd.concat(summaries, ignore_index=True)
+    summary_path = out_dir / "summary.csv"
+    with atomic_write(summary_path, "w", encoding="utf-8", newline="") as handle:
+        summary_all.to_csv(handle, index=False)
+    markdown_path = out_dir / "report.md"
+    atomic_write_text(markdown_path, _render_markdown(blocks, out_dir))
+    html_path = out_dir / "report.html"
+    atomic_write_text(html_path, _render_html(blocks, title))
+    log.info("report written to %s (%d metric(s), %d plot(s))", markdown_path, len(metrics), len(plot_paths))
+    return ReportFiles(results_path, summary_path, markdown_path, html_path, plot_paths, summary_all)
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """Read a ``results.csv`` back with stable dtypes (case ids as text)."""
+    frame = pd.read_csv(path, dtype={"case_id": str, "init": str, "metric": str})
+    return frame
+
+
+def load_and_report(results_path: str | Path, out_dir: str | Path | None = None, **kwargs) -> ReportFiles:
+    """Re-render a report from an existing ``results.csv`` (e.g. with other metrics)."""
+    results_path = Path(results_path)
+    return write_report(read_results(results_path), out_dir or results_path.parent, **kwargs)
+
