@@ -152,6 +152,12 @@ ACQUISITION_COLUMNS: dict[str, str] = {
 #: ``manifest.csv`` -> ``manifest.locations.csv`` (see :func:`locations_path`).
 LOCATIONS_INFIX = ".locations"
 
+#: ``DataFrame.attrs`` key: the absolute folder the manifest's relative paths start from (the scanned
+#: root). Saved in the locations file as the ``scan_root`` column, so ``data.manifest`` alone finds
+#: the files; ``data.root`` overrides it (an archive that moved).
+ROOT_ATTR = "medssl_root"
+_ROOT_COLUMN = "scan_root"
+
 #: ``DataFrame.attrs`` key: the locations file a manifest was loaded without.
 MISSING_LOCATIONS_ATTR = "medssl_missing_locations"
 
@@ -600,6 +606,7 @@ def build_manifest(
     frame = _apply_schema(pd.DataFrame(rows, columns=list(SCHEMA)) if rows else pd.DataFrame(columns=list(SCHEMA)))
     frame = _redact_reasons(frame, str(root_path))
     frame = frame.sort_values(["path", "volume_id"], kind="stable").reset_index(drop=True)
+    frame.attrs[ROOT_ATTR] = str(Path(root_path).resolve())
     counts = frame["status"].value_counts().to_dict()
     logger.info(
         "manifest: %d ok, %d error, %d skipped rows; %d files read, %d rows reused",
@@ -693,7 +700,10 @@ def save_manifest(frame: pd.DataFrame, path: str | os.PathLike, *, share: Sequen
         with atomic_path(locations, suffix=suffix) if local else contextlib.nullcontext() as tmp_locations:
             _write_table(table[shared], tmp_manifest, suffix)
             if tmp_locations is not None:
-                _write_table(table[["volume_id"] + local], tmp_locations, suffix)
+                located = table[["volume_id"] + local].copy()
+                if has_locations and frame.attrs.get(ROOT_ATTR):
+                    located[_ROOT_COLUMN] = str(frame.attrs[ROOT_ATTR])
+                _write_table(located, tmp_locations, suffix)
     if local:
         logger.info(
             "manifest written to %s: shareable (no file locations, no identifiers); its locations file %s "
@@ -780,7 +790,22 @@ def load_manifest(path: str | os.PathLike, *, require_locations: bool = False) -
         table = _apply_schema(frame, locations=False)
         table.attrs[MISSING_LOCATIONS_ATTR] = str(locations)
         return table
-    return _apply_schema(_join_locations(frame, _read_table(locations), path, locations))
+    local = _read_table(locations)
+    root = None
+    if _ROOT_COLUMN in local.columns:
+        roots = local[_ROOT_COLUMN].dropna().unique()
+        root = str(roots[0]) if len(roots) else None
+        local = local.drop(columns=[_ROOT_COLUMN])
+    table = _apply_schema(_join_locations(frame, local, path, locations))
+    if root:
+        table.attrs[ROOT_ATTR] = root
+    return table
+
+
+def manifest_root(frame: pd.DataFrame) -> Path | None:
+    """The folder a manifest's relative ``path`` values start from (the scanned root), if recorded."""
+    root = (getattr(frame, "attrs", {}) or {}).get(ROOT_ATTR)
+    return Path(root) if root else None
 
 
 def _missing_locations_message(what: str, locations: str | None) -> str:

@@ -125,9 +125,10 @@ def resolve_entries(config: Config, entries: Any = None) -> tuple["Any", Path | 
             if not manifest.is_file():
                 raise ConfigError(f"data.manifest {manifest} does not exist (make one with `medssl manifest ROOT`)")
             try:
-                from medssl.data.manifest import load_manifest  # type: ignore[import-not-found]
+                from medssl.data.manifest import load_manifest, manifest_root  # type: ignore[import-not-found]
 
                 entries = load_manifest(manifest, require_locations=True)
+                root = root or manifest_root(entries)
             except ImportError:
                 entries = pd.read_parquet(manifest) if manifest.suffix == ".parquet" else pd.read_csv(manifest)
             root = root or manifest.parent

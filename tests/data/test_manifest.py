@@ -189,7 +189,7 @@ def test_save_and_load_round_trip(manifest, tmp_path):
     shareable = pd.read_csv(tmp_path / "manifest.csv")
     located = pd.read_csv(tmp_path / "manifest.locations.csv")
     assert list(shareable.columns) == [c for c in SCHEMA if c not in LOCATION_COLUMNS]
-    assert list(located.columns) == ["volume_id", *LOCATION_COLUMNS]
+    assert list(located.columns) == ["volume_id", *LOCATION_COLUMNS, "scan_root"]
     with pytest.raises(ValueError):
         save_manifest(manifest, tmp_path / "manifest.xlsx")
     with pytest.raises(DataError, match="does not exist"):
@@ -540,3 +540,19 @@ def test_pretraining_refuses_a_manifest_without_its_locations(manifest, archive,
     locations_path(path).unlink()
     with pytest.raises(DataError, match="locations file .* is missing"):
         resolve_entries(load_config(None, [f"data.manifest={path}", f"data.root={archive}"]))
+
+
+def test_the_manifest_remembers_the_scanned_root_so_it_loads_from_anywhere(tmp_path):
+    """A manifest saved outside the archive still finds the files: the locations file records the root."""
+    from medssl.data.manifest import build_manifest, load_manifest, load_manifest_volume, manifest_root, save_manifest
+    from medssl.data.synthetic import make_tiny_mr_nifti
+
+    archive = tmp_path / "archive"
+    make_tiny_mr_nifti(archive / "sub-01" / "t1.nii.gz", seed=0)
+    out = tmp_path / "elsewhere" / "manifest.csv"
+    save_manifest(build_manifest(archive, workers=1, progress=False), out)
+    loaded = load_manifest(out)
+    assert manifest_root(loaded) == archive.resolve()
+    assert str(archive) not in out.read_text()  # the root is a location: not in the shareable file
+    row = loaded[loaded["status"] == "ok"].iloc[0]
+    assert load_manifest_volume(row, manifest_root(loaded)).spatial_shape == (24, 24, 24)
