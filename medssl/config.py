@@ -319,6 +319,24 @@ class StudyConfig(Section):
         return value
 
 
+class DemoConfig(Section):
+    """``medssl demo``: the built-in cohort it writes and the methods it pretrains.
+
+    ``methods`` are pretrained one after the other with the ``pretrain`` section, each with its own
+    ``method_args`` (small heads for a CPU); the study then compares ``scratch`` with each of them.
+    """
+
+    n_ct: int = Field(24, ge=4)
+    n_mr: int = Field(0, ge=0)
+    n_unlabeled_ct: int = Field(24, ge=0)
+    n_unlabeled_mr: int = Field(0, ge=0)
+    size: int = Field(64, ge=16)
+    messy: bool = True
+    methods: list[str] = Field(default_factory=lambda: ["simclr", "barlow_twins"])
+    method_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    exclude_test_patients: bool = True
+
+
 class Config(Section):
     """The whole configuration; a command uses the sections it needs."""
 
@@ -328,6 +346,7 @@ class Config(Section):
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     study: StudyConfig = Field(default_factory=StudyConfig)
+    demo: DemoConfig = Field(default_factory=DemoConfig)
 
 
 def _set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
