@@ -25,7 +25,11 @@ _EXPORTS = {
     "make_synthetic_cohort": "medssl.data.synthetic",
     "preprocess_volume": "medssl.data.preprocess",
     "PreprocessedCache": "medssl.data.cache",
+    "CachedCase": "medssl.data.cache",
     "build_pretrain_dataset": "medssl.data.datasets",
+    "LabeledPatchDataset": "medssl.data.datasets",
+    "load_labeled_case": "medssl.data.datasets",
+    "make_dataloader": "medssl.data.datasets",
 }
 
 __all__ = sorted(_EXPORTS)

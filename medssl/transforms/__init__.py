@@ -22,13 +22,18 @@ from medssl.transforms.intensity import (
     list_intensity_transforms,
 )
 from medssl.transforms.presets import AugmentationPreset, build_preset, list_presets
+from medssl.transforms.spatial import SpatialAugmentation
+from medssl.transforms.views import MultiCropGenerator, TwoViewGenerator
 
 __all__ = [
     "INTENSITY_TRANSFORMS",
     "TISSUE_WINDOWS",
     "AugmentationPreset",
     "HounsfieldScale",
+    "MultiCropGenerator",
     "RandomIntensityTransform",
+    "SpatialAugmentation",
+    "TwoViewGenerator",
     "build_intensity_transform",
     "build_preset",
     "list_intensity_transforms",
