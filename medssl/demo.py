@@ -5,7 +5,8 @@
 2. scan its archive into a de-identified manifest (:func:`medssl.data.manifest.write_manifest`);
 3. split the labeled cases by patient; the test patients are kept out of pretraining;
 4. pretrain each method of ``demo.methods`` on the remaining CT volumes
-   (:func:`medssl.engine.pretrain.run_pretraining`);
+   (:func:`medssl.engine.pretrain.run_pretraining`); ``pretrain/volumes.csv`` lists them by
+   pseudonymous volume id;
 5. run the label-efficiency study: scratch against every pretrained encoder at each label budget over
    several seeds (:func:`medssl.study.label_efficiency.run_study_from_config`), and print the table.
 
@@ -31,6 +32,7 @@ import pandas as pd
 
 from medssl.config import Config, load_config
 from medssl.errors import DataError
+from medssl.utils.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +200,11 @@ def run_demo(out: Path, quick: bool = False, overrides: Sequence[str] = ()) -> D
     exclude = test_images if config.demo.exclude_test_patients else set()
     entries = pretraining_entries(manifest, manifest_root(manifest) or cohort_dir / "archive", exclude,
                                   config.data.modalities)
+
+    volumes_path = out / "pretrain" / "volumes.csv"
+    volumes_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(volumes_path, "w", encoding="utf-8", newline="") as handle:
+        entries[["volume_id", "patient_key", "modality"]].to_csv(handle, index=False)
 
     encoders: dict[str, Path] = {}
     for number, method in enumerate(config.demo.methods, start=1):
