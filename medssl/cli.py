@@ -36,7 +36,17 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from medssl.data.synthetic import make_synthetic_cohort
 
-    info = make_synthetic_cohort(args.out, n_ct=args.n_ct, n_mr=args.n_mr, seed=args.seed, messy=not args.clean)
+    info = make_synthetic_cohort(
+        args.out,
+        n_ct=args.n_ct,
+        n_mr=args.n_mr,
+        n_unlabeled_ct=args.n_unlabeled_ct,
+        n_unlabeled_mr=args.n_unlabeled_mr,
+        size=args.size,
+        seed=args.seed,
+        messy=not args.clean,
+        overwrite=args.overwrite,
+    )
     print(f"synthetic cohort written to {args.out}")
     print(info.summary() if hasattr(info, "summary") else info)
     return 0
@@ -111,7 +121,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir or config.run_dir or "runs/study")
-    report = run_study_from_config(config, run_dir)
+    report = run_study_from_config(config, run_dir, resume=not args.fresh)
     print(f"study finished: report at {report}")
     return 0
 
@@ -141,7 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--n-ct", type=int, default=24)
     synth.add_argument("--n-mr", type=int, default=8)
+    synth.add_argument("--n-unlabeled-ct", type=int, default=8, help="CT volumes without masks")
+    synth.add_argument("--n-unlabeled-mr", type=int, default=4, help="MR volumes without masks")
+    synth.add_argument("--size", type=int, default=64, help="voxels along the longest axis")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--overwrite", action="store_true", help="replace an existing cohort at --out")
     synth.add_argument("--clean", action="store_true", help="leave out the messy files of a real export")
     synth.set_defaults(handler=_cmd_synth)
 
@@ -183,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     study = sub.add_parser("study", help="label-efficiency study: budgets x seeds x initialisations")
     _add_config_arguments(study)
     study.add_argument("--run-dir", type=Path, default=None)
+    study.add_argument("--fresh", action="store_true", help="recompute finished cells instead of reusing them")
     study.set_defaults(handler=_cmd_study)
     return parser
 
