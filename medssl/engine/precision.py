@@ -32,16 +32,22 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class PrecisionPolicy:
-    """Autocast context and gradient scaler for ``precision`` in ``{"fp32", "bf16", "fp16"}``."""
+    """Autocast context and gradient scaler for ``precision`` in ``{"fp32", "bf16", "fp16"}``.
 
-    def __init__(self, precision: str, device: torch.device) -> None:
+    ``section`` is the config section the value came from (``"pretrain"``, ``"finetune"``): error
+    messages name ``<section>.precision`` so the user fixes the right key.
+    """
+
+    def __init__(self, precision: str, device: torch.device, section: str = "pretrain") -> None:
+        key = f"{section}.precision"
         if precision not in ("fp32", "bf16", "fp16"):
-            raise ConfigError(f"pretrain.precision must be fp32, bf16 or fp16 (got {precision!r})")
+            raise ConfigError(f"{key} must be fp32, bf16 or fp16 (got {precision!r})")
         device = torch.device(device)
         if precision == "fp16" and device.type != "cuda":
             raise ConfigError(
-                "pretrain.precision=fp16 needs a CUDA GPU (loss-scaled fp16); on CPU use precision=bf16 or fp32"
+                f"{key}=fp16 needs a CUDA GPU (loss-scaled fp16); on CPU set {key}=bf16 or fp32"
             )
+        self.section = section
         self.precision = precision
         self.device = device
         self.scaler: torch.amp.GradScaler | None = (
@@ -81,7 +87,8 @@ class PrecisionPolicy:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("precision") != self.precision:
             raise ConfigError(
-                f"checkpoint was written with precision {state.get('precision')!r}, the config asks for {self.precision!r}"
+                f"checkpoint was written with precision {state.get('precision')!r}, the config asks for "
+                f"{self.section}.precision={self.precision!r}"
             )
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

@@ -75,6 +75,7 @@ from medssl.engine.sampler import EpochSampler
 from medssl.engine.schedules import build_scheduler
 from medssl.errors import CheckpointError, ConfigError, TrainingDivergedError
 from medssl.utils.logging import progress_enabled
+from medssl.utils.memory_format import use_channels_last, wants_channels_last
 from medssl.utils.seeding import derive_seed, make_torch_generator
 
 logger = logging.getLogger(__name__)
@@ -237,6 +238,9 @@ class Trainer:
         self.accumulation = cfg.accumulate_grad_batches
 
         self.method = synchronise_batchnorm(method, cfg.sync_batchnorm, self.ctx).to(self.device)
+        spatial_dims = int(getattr(getattr(self.method, "encoder", None), "spatial_dims", 0) or 0)
+        if wants_channels_last(cfg.channels_last, self.device, spatial_dims):
+            use_channels_last(self.method)
         self.optimizer = build_optimizer(self.method, cfg.optimizer, batch_size=cfg.batch_size)
         self.scheduler = build_scheduler(
             self.optimizer, cfg.steps, cfg.optimizer.warmup_steps, cfg.optimizer.min_lr_ratio, cfg.optimizer.schedule

@@ -47,6 +47,7 @@ from medssl.eval.cases import LabeledCase, remap_mask
 from medssl.eval.networks import FinetuneModel, network_state
 from medssl.eval.param_groups import FrozenNormEval, freeze_parameters, layerwise_parameter_groups
 from medssl.utils.logging import progress_enabled
+from medssl.utils.memory_format import use_channels_last, wants_channels_last
 from medssl.utils.seeding import make_torch_generator
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,8 @@ def _prepare_training(model: FinetuneModel, cfg: FinetuneConfig, device: torch.d
     from medssl.engine.schedules import build_scheduler
 
     network = model.network.to(device)
+    if wants_channels_last(cfg.channels_last, device, model.spatial_dims):
+        use_channels_last(network)
     frozen = freeze_parameters(network, model.stages, cfg.freeze, cfg.frozen_stages)
     norm_eval = FrozenNormEval(network, frozen)
     groups = layerwise_parameter_groups(network, model.stages, decay=cfg.layer_decay,

@@ -289,9 +289,25 @@ def draw_view_geometry(
 
 
 def _read_region(source: np.ndarray, low: Sequence[int], high: Sequence[int]) -> np.ndarray:
-    """``source[:, low:high+1, ...]`` (inclusive), copied out of the memory map as one block."""
+    """``source[:, low:high+1, ...]`` (inclusive) as one C-contiguous block.
+
+    A strided region is copied out of the memory map; a region spanning the trailing axes whole is
+    already contiguous and comes back as a (read-only) view of the map: see :func:`_owned`.
+    """
     index = (slice(None),) + tuple(slice(int(lo), int(hi) + 1) for lo, hi in zip(low, high))
     return np.ascontiguousarray(source[index])
+
+
+def _owned(block: np.ndarray) -> np.ndarray:
+    """``block`` C-contiguous and writable, copied only when it is not already both.
+
+    The cache hands out read-only memory maps. torch cannot wrap read-only memory (``from_numpy``
+    warns that writing is undefined, and a tensor of a read-only map faults on an in-place
+    transform), so a block that is still a view of the map (a region spanning the trailing axes, an
+    unpermuted exact crop) is copied here: the patch-sized region once, never the volume. Blocks
+    that an earlier step already copied (the usual strided case) pass through without a copy.
+    """
+    return np.require(block, requirements=("C", "W"))
 
 
 def _as_spatial(source: np.ndarray, spatial_dims: int) -> np.ndarray:
@@ -326,7 +342,7 @@ def _exact_crop(source: np.ndarray, geometry: ViewGeometry) -> np.ndarray | None
     flip_axes = tuple(1 + j for j in range(d) if signs[j] < 0)
     if flip_axes:
         crop = np.flip(crop, axis=flip_axes)
-    return np.ascontiguousarray(crop)
+    return _owned(crop)
 
 
 def _bspline_basis(num_points: int, num_controls: int) -> np.ndarray:
@@ -488,8 +504,12 @@ def _resample_nearest(region: torch.Tensor, coords: list[torch.Tensor], padding_
 
 def _read_region_unfolded(source: np.ndarray, low: np.ndarray, high: np.ndarray) -> torch.Tensor:
     """The region ``source[:, low:high+1]`` as float32 with one zero plane on each side of ``y`` and
-    ``z``, in a reused scratch buffer (valid until the next view); float16 is converted by torch's
-    vectorised copy."""
+    ``z``, in a reused scratch buffer (valid until the next view).
+
+    float32 is copied by NumPy straight from the map into the buffer (no intermediate block);
+    float16 is first read out as one block (:func:`_owned`) and converted by torch's vectorised
+    copy, about three times faster than NumPy's float16 conversion (measured at 96^3: 0.9 against
+    2.7 ms)."""
     channels = source.shape[0]
     lx, ly, lz = (int(h - l + 1) for l, h in zip(low, high))
     padded = _WORKSPACE.get("region", (channels, lx, ly + 2, lz + 2))
@@ -497,8 +517,11 @@ def _read_region_unfolded(source: np.ndarray, low: np.ndarray, high: np.ndarray)
     padded[:, :, -1].zero_()
     padded[..., 0].zero_()
     padded[..., -1].zero_()
-    block = np.ascontiguousarray(source[:, low[0]:high[0] + 1, low[1]:high[1] + 1, low[2]:high[2] + 1])
-    padded[:, :, 1:-1, 1:-1].copy_(torch.from_numpy(block))
+    region = source[:, low[0]:high[0] + 1, low[1]:high[1] + 1, low[2]:high[2] + 1]
+    if region.dtype == np.float32:
+        np.copyto(padded.numpy()[:, :, 1:-1, 1:-1], region)
+    else:
+        padded[:, :, 1:-1, 1:-1].copy_(torch.from_numpy(_owned(region)))
     return padded
 
 
@@ -647,7 +670,7 @@ def sample_patch(
     if linear and d == 3 and unfolded:
         return _resample_trilinear_unfolded(_read_region_unfolded(spatial, low, high), field, padding_mode)
     coords = field.slab(0, geometry.patch_size[0], workspace=False)
-    region = torch.from_numpy(_read_region(spatial, low, high))
+    region = torch.from_numpy(_owned(_read_region(spatial, low, high)))
     if not linear:
         return _resample_nearest(region, coords, padding_mode)
     return _resample_linear_native(region.float(), coords, padding_mode)
