@@ -167,7 +167,8 @@ class PretrainConfig(Section):
     loss scaling (GPU only). ``sync_batchnorm``: batch statistics over all processes in the
     method's heads (``heads``, the default), in every batch-norm layer (``all``), or none.
     ``device``: ``auto`` (the local GPU when there is one, else CPU), ``cpu`` or ``cuda``.
-    See ``docs/distributed.md``.
+    ``channels_last``: 3D activations stored NDHWC on the CPU (:mod:`medssl.utils.memory_format`;
+    faster, same results up to rounding). See ``docs/distributed.md``.
     """
 
     method: str = "simclr"
@@ -186,6 +187,7 @@ class PretrainConfig(Section):
     sync_batchnorm: Literal["heads", "all", "none"] = "heads"
     find_unused_parameters: bool = False
     tensorboard: bool = True
+    channels_last: bool = True
 
 
 class FinetuneConfig(Section):
@@ -206,6 +208,14 @@ class FinetuneConfig(Section):
     segmentation network follows the encoder (``medssl.models.build_segmentation_network``), with
     ``network_args`` passed to it. Patch classification needs masks (patch centres). See
     ``docs/studies.md``.
+
+    ``class_balanced``: a positive patch centre is a voxel of one of the ``mask_labels`` drawn with
+    equal probability (MONAI ``RandCropByLabelClasses``), so small organs are sampled as often as
+    large ones; otherwise any foreground voxel (large organs dominate). ``transfer_decoder``: when a
+    pretrained init also carries decoder weights (a restoration method trained the whole
+    segmentation network, as Models Genesis does), load them too; otherwise the decoder starts
+    from the same random weights for every init. ``channels_last``: store 3D activations NDHWC on
+    the CPU (:mod:`medssl.utils.memory_format`; about twice as fast, same results up to rounding).
     """
 
     task: Literal["segmentation", "classification"] = "segmentation"
@@ -235,6 +245,9 @@ class FinetuneConfig(Section):
     )
     surface_tolerance_mm: float = Field(2.0, gt=0)
     val_every: int = Field(0, ge=0)
+    class_balanced: bool = False
+    transfer_decoder: bool = True
+    channels_last: bool = True
 
     @field_validator("patch_size", "input_size")
     @classmethod

@@ -336,7 +336,11 @@ class LabeledPatchDataset(Dataset):
 
     The patch centre is a labelled voxel (``mask > 0``) with probability ``pos / (pos + neg)``,
     otherwise a background voxel (``mask == 0``), as MONAI's ``RandCropByPosNegLabeld``; it is
-    moved inwards when the patch would leave the volume. The patch geometry (``spatial``: flips,
+    moved inwards when the patch would leave the volume. With ``centre_labels`` a positive centre
+    is drawn class-balanced, as MONAI's ``RandCropByLabelClassesd``: first one of the listed mask
+    values present in the case (equal probabilities), then a voxel of that value; a small organ is
+    then the centre as often as a large one (with plain positives the kidneys of the synthetic CT
+    are a fifth of the liver's centres). The patch geometry (``spatial``: flips,
     rotations, scaling, elastic) is drawn once and applied to the image (trilinear) and the mask
     (nearest neighbour), so they stay aligned. ``intensity`` (``f(x (B, C, *S), generator)``)
     augments the image only. Randomness from ``(seed, epoch, index)`` only. The labelled voxels of
@@ -353,6 +357,7 @@ class LabeledPatchDataset(Dataset):
         root: folder that relative paths start from.
         label_column: a case-level label column to return as ``"label"``.
         threads: torch threads while building an item (:func:`limited_threads`).
+        centre_labels: mask values to balance positive centres over (None: any ``mask > 0``).
     """
 
     def __init__(
@@ -371,9 +376,12 @@ class LabeledPatchDataset(Dataset):
         label_column: str | None = None,
         index_cache: int = 8,
         threads: int | None = 1,
+        centre_labels: Sequence[int] | None = None,
     ):
         if pos < 0 or neg < 0 or pos + neg <= 0:
             raise ConfigError(f"pos={pos} and neg={neg} must be >= 0 with a positive sum")
+        if centre_labels is not None and (not len(centre_labels) or min(int(v) for v in centre_labels) < 1):
+            raise ConfigError(f"centre_labels={list(centre_labels)} must list mask values >= 1")
         table = usable_entries(entries)
         self.requests = [request_from_row(row, root) for _, row in table.iterrows()]
         missing = [i for i, r in enumerate(self.requests) if r.mask is None]
@@ -397,7 +405,8 @@ class LabeledPatchDataset(Dataset):
         self.threads = threads
         self._epoch = _SharedEpoch()
         self._index_cache = max(1, int(index_cache))
-        self._foreground: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.centre_labels = None if centre_labels is None else tuple(int(v) for v in centre_labels)
+        self._foreground: OrderedDict[str, Any] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -414,11 +423,17 @@ class LabeledPatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.requests) * self.samples_per_volume
 
-    def _foreground_indices(self, case: CachedCase) -> np.ndarray:
+    def _foreground_indices(self, case: CachedCase) -> list[np.ndarray]:
+        """Flat indices of the positive voxels: one array (``mask > 0``), or one array per value of
+        ``centre_labels`` present in the case."""
         found = self._foreground.get(case.key)
         if found is None:
-            flat = np.flatnonzero(np.asarray(case.mask).reshape(-1) > 0)
-            found = flat.astype(np.int32 if flat.size == 0 or flat.max() < 2**31 else np.int64)
+            flat_mask = np.asarray(case.mask).reshape(-1)
+            if self.centre_labels is None:
+                groups = [np.flatnonzero(flat_mask > 0)]
+            else:
+                groups = [np.flatnonzero(flat_mask == value) for value in self.centre_labels]
+            found = [g.astype(np.int32 if g.size == 0 or g.max() < 2**31 else np.int64) for g in groups if g.size]
             self._foreground[case.key] = found
             while len(self._foreground) > self._index_cache:
                 self._foreground.popitem(last=False)
@@ -430,8 +445,9 @@ class LabeledPatchDataset(Dataset):
         shape = case.mask.shape[1:]  # type: ignore[union-attr]
         positive = rng.random() < self.pos_probability
         tries = rng.random(32)
-        foreground = self._foreground_indices(case) if positive else None
-        if positive and foreground is not None and foreground.size:
+        groups = self._foreground_indices(case) if positive else None
+        if positive and groups:
+            foreground = groups[min(int(tries[1] * len(groups)), len(groups) - 1)]
             flat = int(foreground[min(int(tries[0] * foreground.size), foreground.size - 1)])
             return np.asarray(np.unravel_index(flat, shape), np.float64)
         mask = case.mask

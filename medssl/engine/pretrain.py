@@ -22,6 +22,8 @@ The orchestration, in order (every process of a torchrun job runs it; only rank 
        run_dir/tensorboard/           the same scalars for TensorBoard
        run_dir/checkpoints/last.pt    everything to resume (``resume=True`` / ``medssl pretrain --resume``)
        run_dir/encoder.pt             the encoder weights + encoder.card.json (medssl.models.export_encoder)
+       run_dir/encoder.decoder.pt     the decoder weights, for a method that trained the whole segmentation
+                                      network (a restoration pretext task with decoder: network)
 
 A new run refuses a folder that already holds a checkpoint (resume it, or choose another folder),
 so a finished multi-day run is never overwritten by mistake.
@@ -170,6 +172,57 @@ def build_method_from_config(config: Config) -> Any:
     return method
 
 
+def check_spatial_dims(config: Config) -> None:
+    """The encoder and the views agree on 2D or 3D (checked before any data is read).
+
+    Raises:
+        ConfigError: ``pretrain.augmentation.patch_size`` (or ``local_patch_size``) does not have
+            ``pretrain.encoder.spatial_dims`` sizes.
+    """
+    dims = config.pretrain.encoder.spatial_dims
+    aug = config.pretrain.augmentation
+    for key, size in (("patch_size", aug.patch_size), ("local_patch_size", aug.local_patch_size)):
+        if size is not None and len(size) != dims:
+            raise ConfigError(
+                f"pretrain.augmentation.{key}={list(size)} has {len(size)} sizes but pretrain.encoder.spatial_dims "
+                f"is {dims}: give {dims} sizes, or set spatial_dims={len(size)}"
+            )
+
+
+def check_2d_inputs(config: Config, table: Any, cache: Any, root: Path | None) -> None:
+    """2D pretraining (2 patch sizes) reads 2D images (``Z == 1``): refuse 3D volumes up front.
+
+    The data pipeline crops 2D views from 2D images (radiographs, single slices) only; it does not
+    sample slices out of 3D volumes, which would otherwise fail inside the data loader at the first
+    step. Depths come from the manifest's ``shape_z`` (the reoriented grid, the array's ``Z``) when
+    every row has one, else from the preprocessed cache (about a millisecond per volume).
+
+    Raises:
+        DataError: naming how many volumes are 3D and the first one, with the ways out.
+    """
+    if len(config.pretrain.augmentation.patch_size) != 2:
+        return
+    if "shape_z" in table.columns and table["shape_z"].notna().all():
+        depths = [int(z) for z in table["shape_z"]]
+    else:
+        from medssl.data.cache import requests_from_entries
+
+        depths = [int(cache.get(r.image, r.mask, r.series_uid, modality=r.modality).image.shape[3])
+                  for r in requests_from_entries(table, root)]
+    volumetric = [i for i, depth in enumerate(depths) if depth > 1]
+    if not volumetric:
+        return
+    first = table.iloc[volumetric[0]]
+    name = first["volume_id"] if "volume_id" in table.columns and isinstance(first["volume_id"], str) else first["path"]
+    raise DataError(
+        f"2D pretraining (pretrain.augmentation.patch_size={list(config.pretrain.augmentation.patch_size)}) reads 2D "
+        f"images (Z == 1), but {len(volumetric)} of {len(table)} volumes are 3D (first: {name}, "
+        f"{depths[volumetric[0]]} slices). Sampling 2D slices from 3D volumes is not supported: pretrain a 3D "
+        "encoder on them (3 patch sizes, pretrain.encoder.spatial_dims=3), select the 2D images "
+        "(data.modalities), or export the slices as 2D images"
+    )
+
+
 def _pretext_task(method: Any, config: Config) -> Any:
     if getattr(method, "batch_kind", "views") != "pretext":
         return None
@@ -259,6 +312,7 @@ def run_pretraining(
             handler, previous_level = _attach_log_file(run_dir / "train.log")
         barrier(ctx)
 
+        check_spatial_dims(config)
         table, root = resolve_entries(config, entries)
         data_cfg = config.data.model_copy(update={"root": str(root) if root else None})
         from medssl.data.cache import PreprocessedCache
@@ -267,6 +321,7 @@ def run_pretraining(
         cache_dir = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else run_dir / "cache"
         cache = PreprocessedCache(cache_dir, config.data.preprocess)
         table = _warm_cache(cache, table, root, config.data.num_workers, ctx)
+        check_2d_inputs(config, table, cache, root)
         fingerprint = data_fingerprint(table["path"].astype(str).tolist(), root)
         digest = config_hash(config)
         if ctx.is_main:
@@ -305,7 +360,9 @@ def run_pretraining(
                 "seed": config.seed,
                 "config": config.model_dump(mode="json"),
             }
-            export_encoder(trainer.method.encoder, encoder_path, card)
+            decoder_export = getattr(trainer.method, "decoder_export", None)
+            decoder = decoder_export() if callable(decoder_export) else None
+            export_encoder(trainer.method.encoder, encoder_path, card, decoder=decoder)
         barrier(ctx)
         logger.info("pretraining done: %d steps, final loss %.4f, encoder %s", outcome.steps,
                     outcome.final_loss, encoder_path)

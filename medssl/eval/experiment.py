@@ -8,7 +8,8 @@ train on (and to validate and test on), an initialisation (``scratch`` or an exp
 * ``study.evaluation: finetune``, ``finetune.task: segmentation``: builds the segmentation network
   (:func:`~medssl.eval.networks.build_finetune_model`), trains it on random labeled patches
   (:class:`medssl.data.datasets.LabeledPatchDataset`, positive centres with probability
-  ``pos_fraction``, flips/small rotations/scaling when ``augment``), predicts each test volume by
+  ``pos_fraction``, balanced over the classes with ``class_balanced``, flips/small
+  rotations/scaling when ``augment``), predicts each test volume by
   sliding window and scores Dice, HD95 and surface Dice per case;
 * ``finetune.task: classification``: encoder + head trained with cross-entropy on whole volumes
   (:class:`~medssl.eval.cases.WholeVolumeDataset`) or labeled patches, per-case probabilities;
@@ -102,7 +103,17 @@ def _patch_dataset(data: LabeledData, ids: Sequence[str], cfg: FinetuneConfig, s
         data.cache, data.entries_for(list(ids)), dataset_patch_size(cfg, spatial_dims), seed=seed,
         spatial=finetune_spatial_augmentation(cfg.augment), pos=pos, neg=1.0 - pos,
         samples_per_volume=max(1, cfg.batch_size), label_column=label_column,
+        centre_labels=balanced_centre_labels(cfg),
     )
+
+
+def balanced_centre_labels(cfg: FinetuneConfig) -> list[int] | None:
+    """The mask values whose voxels are drawn class-balanced as patch centres
+    (``finetune.class_balanced``): ``mask_labels``, or ``1 .. num_classes - 1`` when the mask is
+    used as it is; None without class balancing."""
+    if not cfg.class_balanced:
+        return None
+    return list(cfg.mask_labels) if cfg.mask_labels else list(range(1, cfg.num_classes))
 
 
 def _long_classification(data: LabeledData, test_ids: Sequence[str], probabilities: np.ndarray) -> pd.DataFrame:
@@ -167,7 +178,7 @@ def train_and_evaluate(
         record["feature_dim"] = int(x_train.shape[1])
     elif cfg.task == "segmentation":
         model = build_finetune_model("segmentation", encoder_config, init, num_classes=cfg.num_classes, seed=seed,
-                                     network_args=cfg.network_args)
+                                     network_args=cfg.network_args, transfer_decoder=cfg.transfer_decoder)
         patches = _patch_dataset(data, train_ids, cfg, model.spatial_dims, seed, None)
         history = finetune_segmentation(model, patches, cfg, seed=seed, validation=data.subset(list(val_ids)),
                                         num_workers=config.data.num_workers)

@@ -5,7 +5,9 @@
 * segmentation: ``build_segmentation_network(encoder_config, num_classes)`` (the MONAI network whose
   encoder part has the encoder's parameter names); for a pretrained init the encoder's weights are
   copied in with ``load_encoder_weights`` and its :class:`TransferReport` (loaded, missing,
-  unexpected, mismatched) is logged and kept;
+  unexpected, mismatched) is logged and kept; when the init also ships a pretrained decoder
+  (``load_pretrained_decoder``: a method that trained the whole network, Models Genesis style) and
+  ``transfer_decoder`` is true, the decoder weights that fit are loaded too (``decoder_transfer``);
 * classification: ``build_classifier(encoder, num_classes)`` (encoder + linear head on the pooled
   features).
 
@@ -55,6 +57,7 @@ class FinetuneModel:
     transfer: Any | None = None
     card: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    decoder_transfer: Any | None = None
 
     @property
     def encoder_parameter_names(self) -> list[str]:
@@ -69,6 +72,10 @@ class FinetuneModel:
             names = list(getattr(self.transfer, kind, []) or [])
             summary[f"n_{kind}"] = len(names)
             summary[kind] = [str(n) for n in names[:20]]
+        if self.decoder_transfer is not None:
+            summary["decoder"] = {f"n_{kind}": len(getattr(self.decoder_transfer, kind, []) or [])
+                                  for kind in ("loaded", "missing", "unexpected", "mismatched")}
+            summary["decoder"]["mismatched"] = [str(n) for n in self.decoder_transfer.mismatched[:20]]
         return summary
 
 
@@ -111,10 +118,12 @@ def build_finetune_model(
     num_classes: int,
     seed: int,
     network_args: dict[str, Any] | None = None,
+    transfer_decoder: bool = True,
 ) -> FinetuneModel:
     """Build the network of ``task`` for ``init`` (see module docstring). ``encoder_config`` (an
     :class:`~medssl.config.EncoderConfig` or its dict) is used for scratch only; a pretrained
-    encoder brings its own."""
+    encoder brings its own. ``transfer_decoder``: load the init's pretrained decoder when it has one
+    (segmentation only)."""
     from medssl import models
 
     network_args = dict(network_args or {})
@@ -122,7 +131,7 @@ def build_finetune_model(
     config = dict(getattr(encoder, "config", None) or _encoder_config_dict(encoder_config))
     spatial_dims = int(getattr(encoder, "spatial_dims", config.get("spatial_dims", 3)))
     init_name = SCRATCH if is_scratch(init) else str(init)
-    transfer = None
+    transfer = decoder_transfer = None
     if task == "segmentation":
         seed_everything(seed)  # same random decoder for every init
         network = models.build_segmentation_network(config, num_classes, **network_args)
@@ -137,6 +146,11 @@ def build_finetune_model(
         if not is_scratch(init):
             transfer = models.load_encoder_weights(network, encoder.state_dict(), config)
             _log_transfer(init_name, transfer)
+            decoder = models.load_pretrained_decoder(init) if transfer_decoder else None
+            if decoder is not None:
+                decoder_transfer = models.load_decoder_weights(network, decoder[0], config)
+                log.info("init %s: pretrained decoder (%s) transferred: %s", init_name,
+                         decoder[1].get("pretext", "?"), decoder_transfer.summary())
         del encoder
     elif task == "classification":
         if is_scratch(init):
@@ -152,7 +166,8 @@ def build_finetune_model(
     else:
         raise ValueError(f"unknown fine-tuning task {task!r}: segmentation or classification")
     stages = encoder_stages(network, encoder_names)
-    return FinetuneModel(network, task, spatial_dims, config, stages, init_name, transfer, card)
+    return FinetuneModel(network, task, spatial_dims, config, stages, init_name, transfer, card,
+                         decoder_transfer=decoder_transfer)
 
 
 @dataclass

@@ -11,6 +11,19 @@ reads the spec and builds the matching head and loss:
 | ``image`` | :class:`~medssl.models.decoders.LightDecoder` on ``forward_features`` | MSE or L1 | Models Genesis (Zhou et al. 2019), inpainting (Pathak et al. 2016), intensity restoration |
 | ``mask`` | LightDecoder to logits | BCE with logits | corrupted-region prediction |
 
+Image and mask targets can instead use the decoder of the encoder's own segmentation network
+(``decoder="network"``): the method trains the whole MONAI network (FlexibleUNet for ResNets,
+SegResNet, ...) built by ``encoder.build_segmentation_network(out_channels=in_channels,
+**network_args)``, whose encoder modules *are* the encoder's (shared, not copied). This is the
+Models Genesis design (Zhou et al. 2019: the whole encoder-decoder is pretrained by restoration and
+transferred to the target segmentation task), and what helps most with very few labels: the
+fine-tuned network then starts with a decoder that already turns features into an image.
+:meth:`PretextMethod.decoder_export` gives the decoder's weights (everything but the encoder
+modules) for :func:`medssl.models.export_encoder`; the exported ``encoder.pt`` stays a plain
+encoder, and :func:`medssl.eval.networks.build_finetune_model` loads the decoder when the
+fine-tuning network has the same shape (``finetune.network_args`` equal to the method's
+``network_args``); the last layer (1 output channel here, one per class there) stays fresh.
+
 Batches: ``{"input": (B, C, *s) or (B, N, C, *s), "target": (B,) int64 | like input}``.
 
 The built task is kept as ``method.pretext_task`` (``None`` when a spec was given directly), so the
@@ -103,15 +116,25 @@ class PretextMethod(SSLMethod):
         task_args: arguments of the task (``spatial_dims`` defaults to the encoder's).
         spec: a ``PretextSpec`` or a dict with its fields, instead of ``task``.
         hidden_dim: hidden width of the class head (256).
-        decoder_width: channels of the image/mask decoder (32).
+        decoder_width: channels of the image/mask light decoder (32).
+        decoder: ``light`` (a small FPN decoder, discarded after pretraining) or ``network`` (the
+            encoder's segmentation network, exported for transfer; image and mask targets only).
+        network_args: arguments of the segmentation network with ``decoder="network"`` (for
+            example ``decoder_channels``; they must equal ``finetune.network_args`` for the
+            decoder to transfer).
     """
 
     name = "pretext"
     batch_kind = "pretext"
 
     def __init__(self, encoder: Encoder, task: str | None = None, task_args: Mapping[str, Any] | None = None,
-                 spec: Any = None, hidden_dim: int = 256, decoder_width: int = 32):
+                 spec: Any = None, hidden_dim: int = 256, decoder_width: int = 32, decoder: str = "light",
+                 network_args: Mapping[str, Any] | None = None):
         super().__init__(encoder, num_views=1)
+        if decoder not in ("light", "network"):
+            raise ConfigError(f"method 'pretext': decoder must be 'light' or 'network', got {decoder!r}")
+        if network_args and decoder != "network":
+            raise ConfigError("method 'pretext': network_args only apply with decoder='network'")
         self.pretext_task = None
         if spec is None:
             if task is None:
@@ -123,9 +146,16 @@ class PretextMethod(SSLMethod):
                 raise ConfigError(f"pretext {task!r} is {task_dims}D but the encoder is {encoder.spatial_dims}D")
         self.spec = ResolvedSpec.from_any(spec)
         self.name = self.spec.name
+        self.decoder_kind = decoder
+        self.network_args = dict(network_args or {})
         if self.spec.target_kind == "class":
+            if decoder == "network":
+                raise ConfigError(f"pretext {self.spec.name!r} predicts a class: decoder='network' needs an image "
+                                  "or mask target (genesis, inpainting, intensity_restoration, corrupted_region)")
             width = encoder.feature_dim * self.spec.num_patches
             self.head: nn.Module = ProjectionHead(width, hidden_dim, self.spec.num_classes, num_layers=2)
+        elif decoder == "network":
+            self.head = network_around_encoder(encoder, encoder.in_channels, self.network_args)
         else:
             self.head = LightDecoder(encoder.spatial_dims, encoder.feature_channels, encoder.in_channels,
                                      width=decoder_width)
@@ -167,8 +197,12 @@ class PretextMethod(SSLMethod):
 
     def _reconstruct(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         target = target.reshape(x.shape)
-        features = self.encoder.forward_features(x)
-        output = self.head(features, output_size=x.shape[2:]).float()
+        features = None
+        if self.decoder_kind == "network":
+            output = self.head(x).float()
+        else:
+            features = self.encoder.forward_features(x)
+            output = self.head(features, output_size=x.shape[2:]).float()
         target = target.float()
         if self.spec.loss == "mse":
             loss = F.mse_loss(output, target)
@@ -176,15 +210,55 @@ class PretextMethod(SSLMethod):
             loss = F.l1_loss(output, target)
         else:
             loss = F.binary_cross_entropy_with_logits(output, target)
+        if features is None:  # the network ran the encoder inside; no pooled features to monitor
+            return loss, detached_logs(loss)
         embeddings = features[-1].flatten(2).mean(dim=2)
         return loss, detached_logs(loss, embeddings=embeddings)
+
+    def decoder_export(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """``(state, info)`` of the pretrained decoder with ``decoder="network"`` (None otherwise):
+        the segmentation network's weights except its encoder modules, and what rebuilds it
+        (``network``, ``network_args``, ``out_channels``, ``pretext``)."""
+        if self.decoder_kind != "network":
+            return None
+        modules = type(self.encoder).network_modules
+        state = {key: value.detach().cpu().clone() for key, value in self.head.state_dict().items()
+                 if not any(key == m or key.startswith(m + ".") for m in modules)}
+        info = {"network": type(self.head).__name__, "network_args": _plain_args(self.network_args),
+                "out_channels": int(self.encoder.in_channels), "pretext": self.spec.name}
+        return state, info
+
+
+def _plain_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Tuples to lists so the network arguments survive the JSON model card unchanged."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
+
+
+def network_around_encoder(encoder: Encoder, out_channels: int, network_args: Mapping[str, Any]) -> nn.Module:
+    """The encoder's segmentation network with ``out_channels`` outputs whose encoder modules are
+    ``encoder``'s own (shared): training the network trains the encoder.
+
+    Raises :class:`ConfigError` when the network's encoder part does not have the encoder's
+    parameter names and shapes (the registry's contract, checked rather than assumed).
+    """
+    network = encoder.build_segmentation_network(out_channels=out_channels, **dict(network_args))
+    own = {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    different = [k for k, shape in own.items() if theirs.get(k) != shape]
+    if different:
+        raise ConfigError(f"encoder {encoder.name!r}: {len(different)} weight(s) differ from its segmentation "
+                          f"network's encoder part (e.g. {different[:3]}); decoder='network' cannot share them")
+    for name in type(encoder).network_modules:
+        setattr(network, name, getattr(encoder, name))
+    return network
 
 
 def _task_method(task_name: str):
     def build(encoder: Encoder, task_args: Mapping[str, Any] | None = None, hidden_dim: int = 256,
-              decoder_width: int = 32) -> PretextMethod:
+              decoder_width: int = 32, decoder: str = "light",
+              network_args: Mapping[str, Any] | None = None) -> PretextMethod:
         return PretextMethod(encoder, task=task_name, task_args=task_args, hidden_dim=hidden_dim,
-                             decoder_width=decoder_width)
+                             decoder_width=decoder_width, decoder=decoder, network_args=network_args)
 
     build.__name__ = f"build_{task_name}"
     build.__doc__ = f"The {task_name!r} pretext task as a method (``PretextMethod(task={task_name!r})``)."

@@ -6,7 +6,7 @@
   :class:`Prototypes`.
 - :mod:`medssl.models.transfer`: :func:`build_segmentation_network`, :func:`load_encoder_weights`
   (-> :class:`TransferReport`), :func:`build_classifier`.
-- :mod:`medssl.models.export`: :func:`export_encoder`, :func:`load_pretrained`.
+- :mod:`medssl.models.export`: :func:`export_encoder`, :func:`load_pretrained`, :func:`load_pretrained_decoder`.
 
 Example:
     >>> import torch
@@ -18,7 +18,7 @@ Example:
 
 from medssl.models.base import Encoder
 from medssl.models.decoders import LightDecoder
-from medssl.models.export import export_encoder, load_pretrained, read_card
+from medssl.models.export import export_encoder, load_pretrained, load_pretrained_decoder, read_card
 from medssl.models.heads import DINOHead, PredictionHead, ProjectionHead, Prototypes
 from medssl.models.registry import (
     build_encoder,
@@ -33,6 +33,7 @@ from medssl.models.transfer import (
     TransferReport,
     build_classifier,
     build_segmentation_network,
+    load_decoder_weights,
     load_encoder_weights,
 )
 
@@ -53,8 +54,10 @@ __all__ = [
     "encoder_from_config",
     "export_encoder",
     "list_encoders",
+    "load_decoder_weights",
     "load_encoder_weights",
     "load_pretrained",
+    "load_pretrained_decoder",
     "read_card",
     "register_encoder",
 ]

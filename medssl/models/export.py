@@ -8,7 +8,12 @@
   a ``monai.networks.nets.SwinUNETR`` built with the same arguments;
 - ``encoder.card.json``: the model card: what the caller passes (method, data fingerprint, steps,
   config, ...) plus ``encoder`` (the config that rebuilds it), ``feature_dim``, ``monai_network``
-  (the class to load it into), ``format`` and ``num_parameters``.
+  (the class to load it into), ``format`` and ``num_parameters``;
+- with ``decoder=(state, info)`` (a method that pretrained the whole segmentation network, such as
+  a restoration task with ``decoder="network"``), ``encoder.decoder.pt``: the network's other
+  weights (decoder and output layer), and a ``decoder`` entry in the card (``info``: the network,
+  its arguments, its output channels; plus ``weights_file`` and ``num_tensors``).
+  :func:`load_pretrained_decoder` reads them back. ``encoder.pt`` is a plain encoder either way.
 
 Example:
     >>> import tempfile, pathlib
@@ -48,11 +53,26 @@ def card_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.stem + ".card.json")
 
 
-def export_encoder(encoder: Encoder, path: str | os.PathLike, card: dict[str, Any] | None = None) -> Path:
-    """Write ``encoder``'s weights to ``path`` and its model card beside it; returns ``path``."""
+def decoder_path(path: str | os.PathLike) -> Path:
+    """The decoder weights beside an encoder file: ``encoder.pt`` -> ``encoder.decoder.pt``."""
     path = Path(path)
-    state = {key: value.detach().cpu().clone() for key, value in encoder.state_dict().items()}
+    return path.with_name(path.stem + ".decoder" + path.suffix)
+
+
+def export_encoder(encoder: Encoder, path: str | os.PathLike, card: dict[str, Any] | None = None,
+                   decoder: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None) -> Path:
+    """Write ``encoder``'s weights to ``path`` and its model card beside it; returns ``path``.
+
+    ``decoder``: ``(state, info)`` of a pretrained decoder to ship beside the encoder (see the
+    module docstring), or None.
+    """
+    path = Path(path)
+    state = {key: value.detach().cpu().contiguous().clone() for key, value in encoder.state_dict().items()}
     full_card = dict(card or {})
+    if decoder is not None:
+        decoder_state, info = decoder
+        decoder_state = {key: value.detach().cpu().contiguous().clone() for key, value in decoder_state.items()}
+        full_card["decoder"] = dict(info, weights_file=decoder_path(path).name, num_tensors=len(decoder_state))
     full_card.update({
         "format": CARD_FORMAT,
         "encoder": encoder.config,
@@ -65,6 +85,8 @@ def export_encoder(encoder: Encoder, path: str | os.PathLike, card: dict[str, An
         card_text = json.dumps(full_card, indent=2, sort_keys=True, default=str)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model card for {path} is not JSON-serialisable: {exc}") from exc
+    if decoder is not None:
+        atomic_torch_save(decoder_state, decoder_path(path))
     atomic_torch_save(state, path)
     atomic_write_text(card_path(path), card_text + "\n")
     logger.info("exported %s encoder (%d tensors) to %s", encoder.config["name"], len(state), path)
@@ -109,3 +131,25 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
                               f"({len(result.missing_keys)} missing, e.g. {result.missing_keys[:3]}; "
                               f"{len(result.unexpected_keys)} unexpected, e.g. {result.unexpected_keys[:3]})")
     return encoder, card
+
+
+def load_pretrained_decoder(path: str | os.PathLike, map_location: str | torch.device = "cpu"
+                            ) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """``(state, info)`` of the decoder exported beside the encoder ``path``, or None when its card
+    has no decoder. Raises :class:`CheckpointError` when the card names a decoder file that is
+    missing or unreadable."""
+    path = Path(path)
+    info = read_card(path).get("decoder")
+    if not info:
+        return None
+    weights = path.with_name(str(info.get("weights_file") or decoder_path(path).name))
+    if not weights.is_file():
+        raise CheckpointError(f"the model card of {path} names decoder weights {weights.name}, which are missing; "
+                              "copy them with the encoder or re-export it")
+    try:
+        state = torch.load(weights, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated or foreign files raise several different types
+        raise CheckpointError(f"cannot read decoder weights {weights}: {exc}") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{weights} does not hold a state dict")
+    return state, dict(info)

@@ -13,6 +13,9 @@ a :class:`TransferReport`, which weights loaded and which did not:
 - ``mismatched``: keys present in both with different shapes (for example a different number of
   input channels), left at their fresh values.
 
+:func:`load_decoder_weights` does the same for a pretrained decoder (from a method that trained the
+whole segmentation network, see :func:`medssl.models.export.load_pretrained_decoder`).
+
 ``encoder -> network``: ``resnet*`` -> ``FlexibleUNet``, ``segresnet`` -> ``SegResNet``,
 ``basicunet`` -> ``BasicUNet``, ``swin`` -> ``SwinUNETR``, ``vit`` -> ``UNETR``.
 
@@ -130,6 +133,40 @@ def load_encoder_weights(network: nn.Module, encoder_state_dict: Mapping[str, to
                 logger.warning("  %s: %s", kind, shown)
     if strict and not report.complete:
         raise CheckpointError(f"encoder weights do not match {type(network).__name__}: {report.summary()}")
+    return report
+
+
+def load_decoder_weights(network: nn.Module, decoder_state_dict: Mapping[str, torch.Tensor],
+                         encoder_config: Mapping[str, Any] | Encoder) -> TransferReport:
+    """Copy a pretrained decoder (every weight of the network outside its encoder part, as
+    :meth:`medssl.methods.pretext.PretextMethod.decoder_export` gives) into ``network``.
+
+    The report lists ``loaded`` keys, ``missing`` decoder keys of the network the state lacked,
+    ``unexpected`` keys the network does not have (or that belong to its encoder part: those come
+    from the encoder file only) and ``mismatched`` shapes, left fresh. A pretrained restoration
+    network has one output channel, so its last layer is normally ``mismatched`` against a
+    segmentation network with one output per class: that layer starts from the same random weights
+    as every other init's.
+    """
+    modules = (type(encoder_config).network_modules if isinstance(encoder_config, Encoder)
+               else encoder_class(str(encoder_config["name"])).network_modules)
+    target = network.state_dict()
+    report = TransferReport()
+    to_load: dict[str, torch.Tensor] = {}
+    for key, value in decoder_state_dict.items():
+        if key not in target or _encoder_part(key, modules):
+            report.unexpected.append(key)
+        elif tuple(target[key].shape) != tuple(value.shape):
+            report.mismatched.append(key)
+        else:
+            to_load[key] = value
+            report.loaded.append(key)
+    report.missing = [k for k in target if not _encoder_part(k, modules) and k not in decoder_state_dict]
+    network.load_state_dict(to_load, strict=False)
+    logger.info("decoder transfer into %s: %s", type(network).__name__, report.summary())
+    if report.unexpected or report.missing or not report.loaded:
+        logger.warning("the pretrained decoder does not fit %s (%s): is finetune.network_args the network_args "
+                       "of the pretraining method?", type(network).__name__, report.summary())
     return report
 
 
