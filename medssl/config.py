@@ -216,6 +216,8 @@ class FinetuneConfig(Section):
     segmentation network, as Models Genesis does), load them too; otherwise the decoder starts
     from the same random weights for every init. ``channels_last``: store 3D activations NDHWC on
     the CPU (:mod:`medssl.utils.memory_format`; about twice as fast, same results up to rounding).
+    ``class_names``: mask value -> name (``{1: liver, 2: kidneys}``) for the reports' per-class
+    tables; unnamed classes show as ``class k``.
     """
 
     task: Literal["segmentation", "classification"] = "segmentation"
@@ -224,6 +226,7 @@ class FinetuneConfig(Section):
     num_classes: int = Field(2, ge=2)
     label_column: str = "label"
     mask_labels: list[int] | None = None
+    class_names: dict[int, str] | None = None
     patch_size: tuple[int, ...] = (32, 32, 32)
     pos_fraction: float = Field(0.5, ge=0, le=1)
     augment: bool = True

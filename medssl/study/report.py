@@ -30,7 +30,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -207,10 +207,13 @@ def difference_table(summary: pd.DataFrame, metric: str, baseline: str) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def per_class_table(results: pd.DataFrame, metric: str, mask_labels: Sequence[int] | None = None) -> pd.DataFrame:
+def per_class_table(results: pd.DataFrame, metric: str, mask_labels: Sequence[int] | None = None,
+                    class_names: Mapping[int, str] | None = None) -> pd.DataFrame:
     """Rows (init, labeled cases), one column per class: ``metric_<k>`` averaged over seeds and test cases.
 
-    Empty when the results hold a single class. ``mask_labels`` names class ``k`` by its mask value.
+    Empty when the results hold a single class. ``mask_labels`` gives class ``k``'s mask value
+    (class ``k`` is mask value ``k`` without it); ``class_names`` names a mask value:
+    ``liver (mask 1)``, else ``class 1 (mask 1)``.
     """
     pattern = rf"^{metric}_(\d+)$"
     per_class = results[results["metric"].astype(str).str.match(pattern)]
@@ -224,7 +227,7 @@ def per_class_table(results: pd.DataFrame, metric: str, mask_labels: Sequence[in
         for n in sorted(results.loc[results["init"] == init, "n_labeled"].unique()):
             row = {"init": init, "labeled cases": int(n)}
             for k in classes:
-                name = f"class {k}" + (f" (mask {mask_labels[k - 1]})" if mask_labels and k <= len(mask_labels) else "")
+                name = _class_column(k, mask_labels, class_names)
                 value = means.get((init, n, f"{metric}_{k}"), float("nan"))
                 row[name] = _fmt(float(value), d)
             rows.append(row)
@@ -246,6 +249,22 @@ def _setup_paragraph(manifest: dict[str, Any] | None, results: pd.DataFrame) -> 
         if task or evaluation:
             text = f"Task: {task or ''}{' by ' + evaluation if evaluation else ''}. " + text
     return text
+
+
+def _class_column(k: int, mask_labels: Sequence[int] | None, class_names: Mapping[int, str] | None) -> str:
+    value = mask_labels[k - 1] if mask_labels and k <= len(mask_labels) else (None if mask_labels else k)
+    name = (class_names or {}).get(value) if value is not None else None
+    if name:
+        return f"{name} (mask {value})"
+    return f"class {k}" + (f" (mask {value})" if mask_labels and value is not None else "")
+
+
+def _class_names(manifest: dict[str, Any] | None) -> dict[int, str] | None:
+    try:
+        names = manifest["config"]["finetune"].get("class_names")  # type: ignore[index]
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return {int(k): str(v) for k, v in names.items()} if names else None
 
 
 def _mask_labels(manifest: dict[str, Any] | None) -> list[int] | None:
@@ -323,7 +342,7 @@ def write_report(
             blocks.append(_Paragraph(f"Difference to `{baseline}` [paired 95% bootstrap CI]; `*`: the interval "
                                      "excludes zero."))
             blocks.append(_Table(difference_table(summary, metric, baseline)))
-        classes = per_class_table(results, metric, _mask_labels(manifest))
+        classes = per_class_table(results, metric, _mask_labels(manifest), _class_names(manifest))
         if not classes.empty:
             blocks.append(_Paragraph(f"{label} per class (mean over seeds and test cases):"))
             blocks.append(_Table(classes))

@@ -133,3 +133,14 @@ def test_per_class_table_names_classes_by_mask_value():
     assert list(table.columns) == ["init", "labeled cases", "class 1 (mask 3)", "class 2 (mask 1)"]
     assert table.iloc[1].tolist() == ["ssl", 2, "0.900", "0.500"]
     assert per_class_table(pd.DataFrame(rows[:1]), "dice").empty
+
+
+def test_per_class_table_uses_class_names_when_given():
+    from medssl.study.report import per_class_table
+
+    rows = [dict(init="scratch", budget=2.0, n_labeled=2, seed=0, fold=0, case_id="a", metric=f"dice_{k}", value=v)
+            for k, v in ((1, 0.8), (2, 0.4))]
+    table = per_class_table(pd.DataFrame(rows), "dice", mask_labels=[1, 2], class_names={1: "liver"})
+    assert list(table.columns) == ["init", "labeled cases", "liver (mask 1)", "class 2 (mask 2)"]
+    unmapped = per_class_table(pd.DataFrame(rows), "dice", class_names={2: "kidneys"})
+    assert list(unmapped.columns) == ["init", "labeled cases", "class 1", "kidneys (mask 2)"]
