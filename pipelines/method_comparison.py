@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=["simclr", "barlow_twins"], help="SSL methods to compare")
     parser.add_argument("--study-only", action="store_true", help="do not pretrain; use RUN/pretrain/<method>/encoder.pt")
     args = parser.parse_args(argv)
+    # `--methods a b key=value`: argparse gives the overrides after --methods to --methods
+    args.overrides = list(args.overrides) + [m for m in args.methods if "=" in m]
+    args.methods = [m for m in args.methods if "=" not in m]
     config, run_dir = load(args)
     from medssl.errors import MedsslError
 

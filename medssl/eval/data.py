@@ -4,7 +4,8 @@ A labels table (CSV or Parquet; ``labels.csv`` of ``medssl synth`` is one) has o
 case: ``case_id``, ``image`` (a NIfTI file, a DICOM series folder or file), ``mask`` (an integer
 label NIfTI on the image's grid; needed for segmentation), the case-level class (``label``), and
 optionally ``patient_key`` (to keep a patient's scans on one side of every split) and ``modality``.
-Relative paths start at the table's folder (or ``data.root`` when set).
+Relative paths start at the table's folder (``data.root`` is the pretraining images' folder and
+plays no part here, so one config can pretrain on an archive and study a labels table elsewhere).
 
 :func:`load_labeled_data` checks the columns and values (a clear :class:`DataError` naming the file,
 the column and the fix), keeps the rows of ``data.modalities``, preprocesses every case once through
@@ -150,10 +151,10 @@ def load_labeled_data(
             raise DataError("no labeled cases: set study.labels to a labels CSV (case_id, image, mask, label)")
         source = str(study.labels)
         raw = read_labels_table(study.labels)
-        base = Path(root or config.data.root or Path(study.labels).resolve().parent)
+        base = Path(root or Path(study.labels).resolve().parent)
     else:
         source, raw = "<table>", table
-        base = Path(root or config.data.root or ".")
+        base = Path(root or ".")
     classification = finetune.task == "classification" or study.evaluation != "finetune"
     patch_classifier = (finetune.task == "classification" and study.evaluation == "finetune"
                         and finetune.classification_input == "patch")

@@ -61,3 +61,21 @@ def test_pipeline_reports_bad_input_without_a_traceback(tmp_path, capsys):
          *TINY, f"study.labels={tmp_path / 'missing.csv'}"])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_method_comparison_pretrains_each_method_then_compares_them(tmp_path, capsys):
+    labels = write_disk_cohort(tmp_path / "cohort", 9)
+    args = ["--config", str(ROOT / "configs/study/method_comparison.yaml"), "--run-dir", str(tmp_path / "cmp"),
+            "--methods", "simclr", "vicreg", *TINY, f"study.labels={labels}", f"data.cache_dir={tmp_path / 'cache'}",
+            f"data.root={tmp_path / 'cohort' / 'images'}", "pretrain.augmentation.patch_size=[16,16]",
+            "pretrain.steps=2", "pretrain.batch_size=4", "pretrain.device=cpu", "pretrain.tensorboard=false",
+            "finetune.mask_labels=[1]", "finetune.num_classes=2", "finetune.eval_metrics=[dice]"]
+    module = _script("method_comparison")
+    assert module.main(args) == 0
+    for method in ("simclr", "vicreg"):
+        assert (tmp_path / "cmp" / "pretrain" / method / "encoder.pt").is_file()
+    results = pd.read_csv(tmp_path / "cmp" / "study" / "results.csv")
+    assert set(results["init"]) == {"scratch", "simclr", "vicreg"}
+    capsys.readouterr()
+    assert module.main(args + ["--study-only"]) == 0  # reuses the encoders and the finished cells
+    assert "pretraining" not in capsys.readouterr().out
