@@ -10,7 +10,22 @@ All methods share one preprocessing cache, warmed before the first timed run.
 
 The table, from each run's ``metrics.csv``:
 
-* ``first10`` / ``last10``: mean loss over the first and the last 10 steps;
+* ``from``: the first step measured: 1 for every method but MoCo and DINO, whose first losses are
+  not comparable with the later ones. MoCo's queue starts as random unit vectors (as in the
+  reference), far easier negatives than real keys, so its loss first *rises* while the queue fills;
+  MoCo is measured from the first step whose negatives are all real keys, after
+  ``ceil(queue_size / keys per step)`` steps (keys per step: ``batch_size``, twice that with
+  ``symmetric``): 1024 / 16 = 64 steps with ``configs/pretrain/moco.yaml``, so steps 65-74 are
+  compared with the last 10. DINO's centre starts at 0 and follows the teacher's batch mean with
+  momentum 0.9, so for the first steps the teacher's output common to all samples is not centred
+  away and the target is sharp *and* trivially predictable (the student starts as the teacher): the
+  first losses are too low (with ``configs/pretrain/dino.yaml``: 6.7 at step 1, 7.1 at step 25 once
+  centred). DINO is measured from the step at which the centre keeps less than 1% of its zero
+  start, ``ceil(log 0.01 / log 0.9) = 44`` steps: steps 45-54 against the last 10. A run too short
+  to have 2 x 2 measured steps after that is reported ``NO`` (``z`` n/a), never ``yes`` (so
+  ``--quick``'s 30 steps cannot judge DINO);
+* ``first10`` / ``last10``: mean loss over the first and the last 10 measured steps (5 each when
+  fewer than 20 steps are measured, and so on);
 * ``drop``: ``(first10 - last10) / |first10|`` (meaningless for losses near 0, such as SimSiam's
   negative cosine, which starts at about 0 and has its optimum at -1);
 * ``z``: ``(first10 - last10) / SE`` with ``SE = sqrt(var_first / 10 + var_last / 10)``, the
@@ -28,6 +43,7 @@ Usage:
     python benchmarks/methods_on_cohort.py                         # all methods, 150 steps (~20 min on 2 cores)
     python benchmarks/methods_on_cohort.py --methods simclr,vicreg --steps 300
     python benchmarks/methods_on_cohort.py --quick                 # small cohort and 30 steps: a smoke test
+                                                                   # (MoCo's queue shrunk to fill in 10 steps)
     python benchmarks/methods_on_cohort.py --set pretrain.optimizer.lr=0.0005   # extra overrides for every method
 """
 
@@ -55,6 +71,8 @@ from medssl.methods import list_methods  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = 10
+#: DINO is measured once the zero-initialised centre keeps less than this share of its start
+CENTRE_LEFT = 0.01
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -118,22 +136,63 @@ def warm_cache(config: Any) -> int:
     return int((report["status"] == "ok").sum())
 
 
-def summarise(method: str, metrics: pd.DataFrame, seconds: float, samples_per_s: float) -> dict[str, Any]:
-    """One table row from a run's per-step metrics (see the module docstring for the columns)."""
-    loss = metrics["loss"].to_numpy(float)
-    window = min(WINDOW, max(1, len(loss) // 2))
+def warmup_steps(method: str, config: Any) -> tuple[int, str]:
+    """Leading steps whose loss is not comparable with the rest, and why (``(0, "")`` if none).
+
+    MoCo: until ``queue_size`` real keys have been enqueued, some negatives are the initial random
+    unit vectors of the queue (easy negatives), so the early loss is too low. Keys per optimiser
+    step: the global ``batch_size`` (every micro-batch and rank enqueues its keys), doubled by
+    ``symmetric``. DINO: the centre starts at 0 and moves with ``center_momentum`` ``m``; its weight
+    on that start is ``m^n`` after ``n`` steps, left out until it is below ``CENTRE_LEFT``.
+    """
+    if method not in ("moco", "dino"):
+        return 0, ""
+    import inspect
+
+    from medssl.methods import DINO, MoCo
+
+    cls = MoCo if method == "moco" else DINO
+    defaults = {k: v.default for k, v in inspect.signature(cls.__init__).parameters.items()
+                if v.default is not inspect.Parameter.empty}
+    args = {**defaults, **dict(config.pretrain.method_args or {})}
+    if method == "dino":
+        momentum = float(args["center_momentum"])
+        steps = math.ceil(math.log(CENTRE_LEFT) / math.log(momentum)) if momentum > 0 else 0
+        return steps, (f"{method}: measured from step {steps + 1}: its centre starts at 0 and is a moving average "
+                       f"(momentum {momentum}); until {momentum}^n < {CENTRE_LEFT} the teacher's common output is "
+                       "not yet centred away, which makes the early loss too low")
+    keys_per_step = int(config.pretrain.batch_size) * (2 if args["symmetric"] else 1)
+    steps = math.ceil(int(args["queue_size"]) / keys_per_step)
+    return steps, (f"{method}: measured from step {steps + 1}: its queue of {args['queue_size']} keys holds only real "
+                   f"keys after {args['queue_size']} / {keys_per_step} keys per step = {steps} steps; the loss "
+                   "against the initial random queue (easy negatives) is not comparable")
+
+
+def summarise(method: str, metrics: pd.DataFrame, seconds: float, samples_per_s: float,
+              skip: int = 0) -> dict[str, Any]:
+    """One table row from a run's per-step metrics (see the module docstring for the columns); the
+    first ``skip`` steps (see :func:`warmup_steps`) are left out of the comparison."""
+    measured = metrics[metrics["step"] > skip]
+    loss = measured["loss"].to_numpy(float)
+    window = min(WINDOW, len(loss) // 2)
+    if window < 2:  # too short to compare two noisy windows: never "yes"
+        return {"method": method, "steps": int(metrics["step"].iloc[-1]), "from": skip + 1,
+                "first10": float("nan"), "last10": float("nan"), "drop": float("nan"), "z": float("nan"),
+                "falls": "NO", "embed_std": float("nan"), "eff_rank": float("nan"), "seconds": seconds,
+                "samples/s": samples_per_s}
     first, last = loss[:window], loss[-window:]
     difference = float(first.mean() - last.mean())
-    noise = math.sqrt(first.var(ddof=1) / window + last.var(ddof=1) / window) if window > 1 else float("nan")
-    tail = metrics.iloc[-window:]
+    noise = math.sqrt(first.var(ddof=1) / window + last.var(ddof=1) / window)
+    tail = measured.iloc[-window:]
     return {
         "method": method,
         "steps": int(metrics["step"].iloc[-1]),
+        "from": int(measured["step"].iloc[0]),
         "first10": float(first.mean()),
         "last10": float(last.mean()),
         "drop": difference / abs(float(first.mean())) if first.mean() != 0 else float("nan"),
         "z": difference / noise if noise > 0 else float("nan"),
-        "falls": "yes" if np.isfinite(loss).all() and difference > 2.0 * noise else "NO",
+        "falls": "yes" if np.isfinite(metrics["loss"].to_numpy(float)).all() and difference > 2.0 * noise else "NO",
         "embed_std": float(tail["embed_std"].mean()) if "embed_std" in tail else float("nan"),
         "eff_rank": float(tail["effective_rank"].mean()) if "effective_rank" in tail else float("nan"),
         "seconds": seconds,
@@ -141,7 +200,7 @@ def summarise(method: str, metrics: pd.DataFrame, seconds: float, samples_per_s:
     }
 
 
-def run_method(method: str, config: Any, run_dir: Path) -> dict[str, Any]:
+def run_method(method: str, config: Any, run_dir: Path, skip: int = 0) -> dict[str, Any]:
     from medssl.engine.pretrain import run_pretraining
 
     if run_dir.exists():
@@ -149,20 +208,21 @@ def run_method(method: str, config: Any, run_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     result = run_pretraining(config, run_dir)
     seconds = time.perf_counter() - started
-    return summarise(method, pd.read_csv(result.metrics_path), seconds, result.samples_per_second)
+    return summarise(method, pd.read_csv(result.metrics_path), seconds, result.samples_per_second, skip)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    header = f"{'method':<22} {'first10':>9} {'last10':>9} {'drop':>7} {'z':>6} {'falls':>5} {'embed_std':>9} " \
-             f"{'eff_rank':>8} {'seconds':>8} {'samples/s':>9}"
+    header = f"{'method':<22} {'from':>4} {'first10':>9} {'last10':>9} {'drop':>7} {'z':>6} {'falls':>5} " \
+             f"{'embed_std':>9} {'eff_rank':>8} {'seconds':>8} {'samples/s':>9}"
     lines = [header, "-" * len(header)]
     for r in rows:
         if "error" in r:
             lines.append(f"{r['method']:<22} FAILED: {r['error']}")
             continue
         drop = f"{r['drop']:>6.1%}" if abs(r["drop"]) < 10 else f"{'n/a':>7}"
-        lines.append(f"{r['method']:<22} {r['first10']:>9.4f} {r['last10']:>9.4f} {drop:>7} {r['z']:>6.1f} {r['falls']:>5} "
-                     f"{r['embed_std']:>9.4f} {r['eff_rank']:>8.2f} {r['seconds']:>8.1f} {r['samples/s']:>9.1f}")
+        lines.append(f"{r['method']:<22} {r.get('from', 1):>4} {r['first10']:>9.4f} {r['last10']:>9.4f} {drop:>7} "
+                     f"{r['z']:>6.1f} {r['falls']:>5} {r['embed_std']:>9.4f} {r['eff_rank']:>8.2f} "
+                     f"{r['seconds']:>8.1f} {r['samples/s']:>9.1f}")
     return "\n".join(lines)
 
 
@@ -181,18 +241,32 @@ def main(argv: list[str] | None = None) -> int:
         manifest = make_cohort(work, args.quick)
         cache = work / "cache"
         warm_cache(method_config(methods[0], manifest, cache, steps, args.device, args.overrides))
+        notes: list[str] = []
         for method in methods:
             try:
                 config = method_config(method, manifest, cache, steps, args.device, args.overrides)
-                row = run_method(method, config, work / "runs" / method)
+                if args.quick and method == "moco":  # a smoke test: let the queue fill within the first third
+                    queue = config.pretrain.batch_size * max(1, steps // 3)
+                    config = method_config(method, manifest, cache, steps, args.device,
+                                           [f"pretrain.method_args.queue_size={queue}", *args.overrides])
+                    notes.append(f"moco (--quick): queue_size={config.pretrain.method_args.get('queue_size')} (smoke "
+                                 "test: the shipped queue would not fill in 30 steps)")
+                skip, note = warmup_steps(method, config)
+                if note:
+                    notes.append(note)
+                if skip and steps - skip < 4:
+                    notes.append(f"{method}: {steps} steps are too few to judge after step {skip}: reported NO")
+                row = run_method(method, config, work / "runs" / method, skip)
             except MedsslError as exc:
                 row = {"method": method, "error": f"{type(exc).__name__}: {exc}"}
             rows.append(row)
-            done = row.get("error") or (f"loss {row['first10']:.4f} -> {row['last10']:.4f} ({row['drop']:.1%}), "
-                                        f"{row['seconds']:.0f} s")
+            done = row.get("error") or (f"loss {row['first10']:.4f} -> {row['last10']:.4f} ({row['drop']:.1%}) "
+                                        f"from step {row['from']}, {row['seconds']:.0f} s")
             print(f"  {method}: {done}", flush=True)
         print()
         print(format_table(rows))
+        for note in notes:
+            print(f"note: {note}")
         table = pd.DataFrame(rows)
         table.to_csv(work / "methods_on_cohort.csv", index=False)
         flat = [r["method"] for r in rows if r.get("falls") != "yes"]
