@@ -60,7 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=None, help="override demo.methods")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: as the demo, <= 2)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.methods:  # `--methods a b key=value`: argparse hands the overrides to --methods
+        args.overrides = list(args.overrides) + [m for m in args.methods if "=" in m]
+        args.methods = [m for m in args.methods if "=" not in m]
+    return args
 
 
 def scale_overrides(args: argparse.Namespace) -> list[str]:
