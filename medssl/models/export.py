@@ -116,12 +116,7 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"pretrained encoder {path} does not exist")
     card = read_card(path)
     encoder = encoder_from_config(card["encoder"])
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated or foreign files raise several different types
-        raise CheckpointError(f"cannot read encoder weights {path}: {exc}") from exc
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} does not hold a state dict")
+    state = _read_state_dict(path, "encoder", map_location)
     try:
         result = encoder.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
@@ -146,10 +141,15 @@ def load_pretrained_decoder(path: str | os.PathLike, map_location: str | torch.d
     if not weights.is_file():
         raise CheckpointError(f"the model card of {path} names decoder weights {weights.name}, which are missing; "
                               "copy them with the encoder or re-export it")
+    return _read_state_dict(weights, "decoder", map_location), dict(info)
+
+
+def _read_state_dict(path: Path, what: str, map_location: str | torch.device) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` (tensors only); :class:`CheckpointError` naming the file otherwise."""
     try:
-        state = torch.load(weights, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated or foreign files raise several different types
-        raise CheckpointError(f"cannot read decoder weights {weights}: {exc}") from exc
+        raise CheckpointError(f"cannot read {what} weights {path}: {exc}") from exc
     if not isinstance(state, dict):
-        raise CheckpointError(f"{weights} does not hold a state dict")
-    return state, dict(info)
+        raise CheckpointError(f"{path} does not hold a state dict")
+    return state
