@@ -6,7 +6,9 @@ optimiser, scheduler, momentum updates) on in-memory batches, and in the same ru
 for a "bare" method: the encoder alone on the same encoder inputs (every view, or every pretext
 patch) with a trivial loss. The overhead ratio ``bare samples/s / method samples/s - 1`` is what
 the method adds (heads, losses, momentum teachers, queues) over the encoder's own forward and
-backward. Samples are dataset items (one item = all its views). Runs of the method and of its bare
+backward; for a method that trains the whole segmentation network (``local_contrastive``) the bare
+baseline is that network alone on the same inputs (the sub-crops it sees). Samples are dataset
+items (one item = all its views). Runs of the method and of its bare
 baseline alternate ``--repeats`` times and the best of each is kept. On CPU the overhead is computed
 from the process's CPU time (one torch thread by default), which other jobs on a shared machine
 barely disturb, while wall-clock samples/s are printed beside it; on GPU from the wall clock.
@@ -49,6 +51,7 @@ from medssl.config import OptimizerConfig, PretrainConfig  # noqa: E402
 from medssl.engine.trainer import Trainer  # noqa: E402
 from medssl.errors import TrainingDivergedError  # noqa: E402
 from medssl.methods import build_method, list_methods, method_arguments  # noqa: E402
+from medssl.methods.pretext import network_around_encoder  # noqa: E402
 from medssl.models import build_encoder  # noqa: E402
 from medssl.utils.seeding import make_torch_generator, seed_everything  # noqa: E402
 
@@ -80,6 +83,24 @@ class BareEncoder(nn.Module):
                 x = x.flatten(0, 1)
             loss = self.encoder(x).float().mean()
         return loss, {}
+
+
+class BareNetwork(nn.Module):
+    """The segmentation network alone (encoder and decoder) on every view cut to ``size - trim``,
+    the inputs a whole-network method such as ``local_contrastive`` feeds it, with a trivial loss."""
+
+    batch_kind = "views"
+
+    def __init__(self, network: nn.Module, trim: int) -> None:
+        super().__init__()
+        self.network = network
+        self.trim = trim
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        views = batch["views"]
+        crop = tuple(slice(0, s - self.trim) for s in views[0].shape[2:])
+        x = torch.cat([v[(slice(None), slice(None)) + crop] for v in views])
+        return self.network(x).float().mean(), {}
 
 
 class InMemoryItems(torch.utils.data.Dataset):
@@ -278,11 +299,16 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             kind = getattr(method, "batch_kind", "views")
             items = make_items(method, 2 * args.batch, args.size, 1, args.dims, seed=1)
+            whole = (method.embedding_dim, method.network_args, method.max_shift) if name == "local_contrastive" else None
             del method
 
-            def build_bare(kind: str = kind) -> nn.Module:
+            def build_bare(kind: str = kind, whole: Any = whole) -> nn.Module:
                 seed_everything(0)
-                return BareEncoder(build_encoder(args.encoder, spatial_dims=args.dims), kind)
+                encoder = build_encoder(args.encoder, spatial_dims=args.dims)
+                if whole is not None:  # the whole network, on the sub-crops the method feeds it
+                    out_channels, network_args, trim = whole
+                    return BareNetwork(network_around_encoder(encoder, out_channels, network_args), trim)
+                return BareEncoder(encoder, kind)
 
             for precision in precisions:
                 if precision == "fp16" and args.device != "cuda":

@@ -101,7 +101,9 @@ class AugmentationConfig(Section):
     ``local_patch_size`` (DINO multi-crop). ``spatial`` overrides fields of the preset's
     :class:`medssl.transforms.spatial.SpatialAugmentation` (``{"elastic_prob": 0.2}``); ``args``
     go to the preset builder. With ``device_side`` the intensity part runs batched on the training
-    device (``dataset.batch_augment``) instead of in the loader workers.
+    device (``dataset.batch_augment``) instead of in the loader workers. ``shared_geometry``: the
+    views are one crop (same geometry), augmented in intensity only, so their voxels correspond
+    (dense methods such as ``local_contrastive`` need it; ``view_overlap`` is then unused).
     """
 
     preset: str = "ct"
@@ -114,6 +116,7 @@ class AugmentationConfig(Section):
     spatial: dict[str, Any] = Field(default_factory=dict)
     args: dict[str, Any] = Field(default_factory=dict)
     device_side: bool = False
+    shared_geometry: bool = False
 
     @field_validator("view_overlap")
     @classmethod
@@ -339,7 +342,9 @@ class DemoConfig(Section):
     """``medssl demo``: the built-in cohort it writes and the methods it pretrains.
 
     ``methods`` are pretrained one after the other with the ``pretrain`` section, each with its own
-    ``method_args`` (small heads for a CPU); the study then compares ``scratch`` with each of them.
+    ``method_args`` (small heads for a CPU) and ``method_augmentation`` (fields of
+    ``pretrain.augmentation`` that differ for that method, such as ``shared_geometry`` and a larger
+    ``patch_size`` for ``local_contrastive``); the study then compares ``scratch`` with each of them.
     """
 
     n_ct: int = Field(24, ge=4)
@@ -350,6 +355,7 @@ class DemoConfig(Section):
     messy: bool = True
     methods: list[str] = Field(default_factory=lambda: ["simclr", "barlow_twins"])
     method_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    method_augmentation: dict[str, dict[str, Any]] = Field(default_factory=dict)
     exclude_test_patients: bool = True
 
 

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+from pydantic import ValidationError
 
-from medssl.config import Config, load_config
-from medssl.errors import DataError
+from medssl.config import AugmentationConfig, Config, load_config
+from medssl.errors import ConfigError, DataError
 from medssl.utils.atomic import atomic_write
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,18 @@ def pretraining_entries(manifest: pd.DataFrame, root: Path, exclude_images: set[
     return kept
 
 
+def method_augmentation(config: Config, method: str) -> AugmentationConfig:
+    """``pretrain.augmentation`` with the fields of ``demo.method_augmentation[method]`` replaced
+    (validated: an unknown field or a bad value is a :class:`ConfigError` naming the method)."""
+    changes = dict(config.demo.method_augmentation.get(method) or {})
+    if not changes:
+        return config.pretrain.augmentation.model_copy(deep=True)
+    try:
+        return AugmentationConfig.model_validate({**config.pretrain.augmentation.model_dump(), **changes})
+    except ValidationError as exc:
+        raise ConfigError(f"demo.method_augmentation.{method}: {exc}") from exc
+
+
 def _pretrain(config: Config, method: str, entries: pd.DataFrame, run_dir: Path) -> Path:
     from medssl.engine.pretrain import run_pretraining
 
@@ -145,6 +158,7 @@ def _pretrain(config: Config, method: str, entries: pd.DataFrame, run_dir: Path)
     method_config = config.model_copy(deep=True)
     method_config.pretrain.method = method
     method_config.pretrain.method_args = dict(config.demo.method_args.get(method, {}))
+    method_config.pretrain.augmentation = method_augmentation(config, method)
     resume = (run_dir / "checkpoints" / "last.pt").is_file()
     result = run_pretraining(method_config, run_dir, resume=resume, entries=entries)
     log.info("%s: pretrained in %s (final loss %.4f)", method, run_dir, result.final_loss)

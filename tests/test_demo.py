@@ -131,3 +131,19 @@ def test_no_planted_identifier_reaches_any_output(demo_run):
     # the search does find them where they are allowed: the site-local locations file
     located = (demo_run / "manifest.locations.csv").read_bytes()
     assert any(value.encode() in located for value in identifiers)
+
+
+def test_a_method_can_have_its_own_augmentation_fields():
+    from medssl.demo import load_demo_config, method_augmentation
+    from medssl.errors import ConfigError
+
+    config = load_demo_config(False, [
+        "demo.method_augmentation={local_contrastive: {patch_size: [40, 40, 40], shared_geometry: true}}"])
+    own = method_augmentation(config, "local_contrastive")
+    assert own.patch_size == (40, 40, 40) and own.shared_geometry
+    assert own.preset == config.pretrain.augmentation.preset  # every other field is the section's
+    assert method_augmentation(config, "simclr") == config.pretrain.augmentation
+    assert config.pretrain.augmentation.patch_size == (32, 32, 32)  # the section itself is unchanged
+    bad = load_demo_config(False, ["demo.method_augmentation={simclr: {patchsize: [40, 40, 40]}}"])
+    with pytest.raises(ConfigError, match="demo.method_augmentation.simclr"):
+        method_augmentation(bad, "simclr")

@@ -261,6 +261,9 @@ def views_patch_size(views: TwoViewGenerator | MultiCropGenerator) -> tuple[int,
 
 def _build_views(aug_cfg: AugmentationConfig, spatial: SpatialAugmentation) -> TwoViewGenerator | MultiCropGenerator:
     if aug_cfg.local_crops > 0:
+        if aug_cfg.shared_geometry:
+            raise ConfigError("augmentation.shared_geometry makes every view the same crop; it does not combine "
+                              "with local_crops > 0 (multi-crop)")
         if aug_cfg.local_patch_size is None:
             raise ConfigError("augmentation.local_crops > 0 needs augmentation.local_patch_size "
                               "(for example [16, 16, 16] beside a patch_size of [32, 32, 32])")
@@ -268,7 +271,7 @@ def _build_views(aug_cfg: AugmentationConfig, spatial: SpatialAugmentation) -> T
                                   overlap=aug_cfg.view_overlap, measure=aug_cfg.overlap_measure,
                                   num_global=aug_cfg.num_views)
     return TwoViewGenerator(spatial, aug_cfg.patch_size, aug_cfg.view_overlap, aug_cfg.overlap_measure,
-                            num_views=aug_cfg.num_views)
+                            num_views=aug_cfg.num_views, shared_geometry=aug_cfg.shared_geometry)
 
 
 def _build_preset(aug_cfg: AugmentationConfig):

@@ -169,6 +169,9 @@ def build_method_from_config(config: Config) -> Any:
     if getattr(method, "batch_kind", "views") == "views" and aug.num_views < getattr(method, "num_views", 2):
         raise ConfigError(f"method {config.pretrain.method!r} needs {method.num_views} views per sample but "
                           f"pretrain.augmentation.num_views is {aug.num_views}")
+    if getattr(method, "requires_shared_geometry", False) and not aug.shared_geometry:
+        raise ConfigError(f"method {config.pretrain.method!r} compares the views region by region, so they must be "
+                          "one crop: set pretrain.augmentation.shared_geometry: true")
     return method
 
 

@@ -11,6 +11,7 @@
 | ``dino`` | self-distillation, multi-crop | 2 global (+ local) views |
 | ``nnclr`` | nearest-neighbour contrastive | 2 views |
 | ``swav`` | online clustering, multi-crop | 2 global (+ local) views |
+| ``local_contrastive`` | region-level contrastive, whole segmentation network | 2 views of one crop |
 | ``pretext`` and ``rotation``, ``jigsaw``, ``relative_position``, ``slice_order``, ``genesis``, ``inpainting``, ``intensity_restoration``, ``corrupted_region`` | pretext task heads | ``{"input", "target"}`` |
 
 See :mod:`medssl.methods.base` for the interface the engine uses and docs/methods.md for the papers,
@@ -27,6 +28,7 @@ from medssl.methods.barlow_twins import BarlowTwins
 from medssl.methods.base import SSLMethod
 from medssl.methods.byol import BYOL
 from medssl.methods.dino import DINO
+from medssl.methods.local_contrastive import LocalContrastive
 from medssl.methods.moco import MoCo
 from medssl.methods.momentum import cosine_momentum, ema_update_, momentum_copy
 from medssl.methods.nnclr import NNCLR
@@ -41,6 +43,7 @@ __all__ = [
     "BYOL",
     "BarlowTwins",
     "DINO",
+    "LocalContrastive",
     "MoCo",
     "NNCLR",
     "PRETEXT_TASKS",

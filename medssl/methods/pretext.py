@@ -221,17 +221,22 @@ class PretextMethod(SSLMethod):
         (``network``, ``network_args``, ``out_channels``, ``pretext``)."""
         if self.decoder_kind != "network":
             return None
-        modules = type(self.encoder).network_modules
-        state = {key: value.detach().cpu().clone() for key, value in self.head.state_dict().items()
-                 if not any(key == m or key.startswith(m + ".") for m in modules)}
         info = {"network": type(self.head).__name__, "network_args": _plain_args(self.network_args),
                 "out_channels": int(self.encoder.in_channels), "pretext": self.spec.name}
-        return state, info
+        return network_decoder_state(self.encoder, self.head), info
 
 
 def _plain_args(args: Mapping[str, Any]) -> dict[str, Any]:
     """Tuples to lists so the network arguments survive the JSON model card unchanged."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
+
+
+def network_decoder_state(encoder: Encoder, network: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of ``network`` (built by :func:`network_around_encoder`) that are not the
+    encoder's: its decoder and output layer, detached CPU copies."""
+    modules = type(encoder).network_modules
+    return {key: value.detach().cpu().clone() for key, value in network.state_dict().items()
+            if not any(key == m or key.startswith(m + ".") for m in modules)}
 
 
 def network_around_encoder(encoder: Encoder, out_channels: int, network_args: Mapping[str, Any]) -> nn.Module:

@@ -16,6 +16,9 @@ elastic field). The generators decide where the views lie relative to each other
   are redrawn, and so is a second view whose scale makes the range unreachable (concentric views
   overlapping less than ``low``). When nothing fits (a volume barely larger than a view), the
   closest placement is kept.
+  With ``shared_geometry`` every view is the *same* crop (one geometry drawn, repeated), so the
+  views differ only by their intensity augmentation and voxel ``i`` of one view is voxel ``i`` of
+  the other: what dense (per-region) objectives such as local contrastive learning need.
 * :class:`MultiCropGenerator`: DINO's multi-crop (Caron et al., ICCV 2021): global views as above
   plus ``num_local`` smaller crops, each centred inside the field of view of a randomly chosen
   global view (so local-to-global correspondence holds, as in DINO's crops of one image).
@@ -200,7 +203,9 @@ class TwoViewGenerator:
 
     ``draw(shape, rng)`` returns the geometries (to apply to an image and its mask alike);
     ``__call__(image, rng)`` samples them from ``image`` ``(C, X, Y, Z)`` (a memory map is fine)
-    and returns a list of ``(C, *patch_size)`` float32 tensors.
+    and returns a list of ``(C, *patch_size)`` float32 tensors. ``shared_geometry``: every view
+    repeats the first one's geometry (``overlap`` is then ignored; the views are one crop, resampled
+    once, to be augmented in intensity independently).
     """
 
     def __init__(
@@ -211,6 +216,7 @@ class TwoViewGenerator:
         measure: OverlapMeasure = "iou",
         num_views: int = 2,
         max_tries: int = 16,
+        shared_geometry: bool = False,
     ):
         self.spatial = spatial
         self.patch_size = _check_patch(patch_size)
@@ -225,6 +231,7 @@ class TwoViewGenerator:
         self.measure = measure
         self.num_views = int(num_views)
         self.max_tries = int(max_tries)
+        self.shared_geometry = bool(shared_geometry)
 
     def draw(self, shape: Sequence[int], rng: np.random.Generator) -> list[ViewGeometry]:
         d = len(self.patch_size)
@@ -232,6 +239,8 @@ class TwoViewGenerator:
         zero = (0.0,) * d
         first = draw_view_geometry(self.spatial, self.patch_size, zero, rng)
         first = replace(first, centre=tuple(_draw_centre(_extent(first), shape, rng)))
+        if self.shared_geometry:
+            return [first] * self.num_views
         views = [first]
         for _ in range(self.num_views - 1):
             # a second view whose scale makes the range unreachable (concentric views overlapping
@@ -246,6 +255,9 @@ class TwoViewGenerator:
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> list[torch.Tensor]:
         geometries = self.draw(image.shape[1:], rng)
+        if self.shared_geometry:  # one resample, copied: the views must start identical
+            patch = sample_patch(image, geometries[0], padding_mode=self.spatial.padding_mode)
+            return [patch] + [patch.clone() for _ in geometries[1:]]
         return [sample_patch(image, g, padding_mode=self.spatial.padding_mode) for g in geometries]
 
 

@@ -27,6 +27,7 @@ import torch
 from medssl.config import load_config
 from medssl.data.manifest import load_manifest, load_manifest_volume, manifest_root, write_manifest
 from medssl.data.synthetic import make_synthetic_cohort
+from medssl.demo import method_augmentation
 from medssl.engine.pretrain import build_method_from_config, run_pretraining
 from medssl.errors import ConfigError, DataError
 from medssl.io import save_volume
@@ -51,8 +52,11 @@ SMALL_HEADS: dict[str, dict[str, object]] = {
     "simsiam": {"projection_dim": 32, "prediction_hidden_dim": 16},
     "swav": {"projection_hidden_dim": 32, "projection_dim": 16, "num_prototypes": 16, "freeze_prototypes_steps": 1},
     "vicreg": {"projection_hidden_dim": 32, "projection_dim": 32},
+    "local_contrastive": {"embedding_dim": 8, "num_regions": 16},
     **{task: {"hidden_dim": 32, "decoder_width": 8} for task in PRETEXT_TASKS},
 }
+#: methods that train the whole segmentation network need patches its 5 levels can halve (32 + shift)
+PATCH_OF = {"local_contrastive": 40}
 #: "pretext" is the generic pretext method that needs task=...; each task is registered on its own
 METHODS = [m for m in list_methods() if m != "pretext"]
 
@@ -68,7 +72,8 @@ def cohort(tmp_path_factory) -> dict[str, Path]:
     return {"manifest": manifest, "cache": base / "cache", "base": base}
 
 
-def tiny_overrides(method: str, cohort: dict[str, Path], patch=(PATCH, PATCH, PATCH)) -> list[str]:
+def tiny_overrides(method: str, cohort: dict[str, Path], patch: tuple[int, ...] | None = None) -> list[str]:
+    patch = patch or (PATCH_OF.get(method, PATCH),) * 3
     heads = [f"pretrain.method_args.{key}={value}" for key, value in SMALL_HEADS.get(method, {}).items()]
     overrides = [
         f"data.manifest={cohort['manifest']}", f"data.cache_dir={cohort['cache']}",
@@ -178,6 +183,9 @@ def test_shipped_config_validates(path):
         encoder = build_encoder(encoder_cfg.name, spatial_dims=encoder_cfg.spatial_dims,
                                 in_channels=encoder_cfg.in_channels, **encoder_cfg.args)
         build_method(name, encoder, **args)
+    for name in config.demo.method_augmentation:  # fields of pretrain.augmentation for one method
+        assert name in config.demo.methods
+        method_augmentation(config, name)
 
 
 def test_every_method_has_a_config():
