@@ -365,7 +365,10 @@ def run_pretraining(
             }
             decoder_export = getattr(trainer.method, "decoder_export", None)
             decoder = decoder_export() if callable(decoder_export) else None
-            export_encoder(trainer.method.encoder, encoder_path, card, decoder=decoder)
+            method = trainer.method
+            exported = method.exported_encoder() if hasattr(method, "exported_encoder") else method.encoder
+            card["exported_from"] = getattr(method, "export_key", "encoder")
+            export_encoder(exported, encoder_path, card, decoder=decoder)
         barrier(ctx)
         logger.info("pretraining done: %d steps, final loss %.4f, encoder %s", outcome.steps,
                     outcome.final_loss, encoder_path)

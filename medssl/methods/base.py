@@ -10,7 +10,9 @@ sees the whole forward. The engine calls, per step::
 
 - ``logs``: floats or 0-d tensors (detached) and optionally ``"embeddings"``: a detached ``(B, D)``
   tensor for the collapse monitors (embedding std, effective rank).
-- ``encoder``: what gets exported after pretraining.
+- ``encoder``: the network being trained; ``exported_encoder()`` is what gets exported after
+  pretraining (``encoder`` unless the paper evaluates another copy: DINO's teacher), and
+  ``export_key`` its prefix in the method's ``state_dict``.
 - ``batch_kind``: ``"views"`` or ``"pretext"``; ``num_views`` (global views) and
   ``num_local_views`` (multi-crop; ``local_views`` is an alias).
 - ``parameter_groups(weight_decay)``: two optimiser groups; biases and 1-d parameters (norm scales
@@ -52,6 +54,13 @@ class SSLMethod(nn.Module):
         self.num_views = int(num_views)
         self.num_local_views = int(num_local_views)
         self.method_args: dict[str, Any] = {}
+
+    #: where the exported encoder sits in ``state_dict()`` (``"encoder"``; DINO: ``"teacher.encoder"``)
+    export_key: ClassVar[str] = "encoder"
+
+    def exported_encoder(self) -> nn.Module:
+        """The encoder to export after pretraining: the submodule at ``export_key``."""
+        return self.get_submodule(self.export_key)
 
     @property
     def local_views(self) -> int:

@@ -58,9 +58,13 @@ class DINO(SSLMethod):
         freeze_last_layer_steps: steps with a frozen head output layer (0).
         num_local_views: local crops the data are expected to supply (informational; the
             forward uses whatever arrives).
+
+    The exported encoder is the teacher's (``export_key``), as in the paper, which evaluates the
+    teacher: the momentum average is the better network through most of training.
     """
 
     name = "dino"
+    export_key = "teacher.encoder"
 
     def __init__(self, encoder: Encoder, out_dim: int = 65536, hidden_dim: int = 2048, bottleneck_dim: int = 256,
                  head_layers: int = 3, use_bn_in_head: bool = False, norm_last_layer: bool = True,

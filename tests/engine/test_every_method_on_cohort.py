@@ -103,10 +103,13 @@ def check_run(result, config, method: str) -> None:
     encoder, card = load_pretrained(result.encoder_path)
     assert card["method"] == method and card["steps"] == STEPS
     exported = encoder.state_dict()
+    seed_everything(config.seed)  # the untrained method the run started from
+    untrained = build_method_from_config(config)
+    key = untrained.export_key  # "encoder"; DINO exports its teacher, as the paper evaluates it
+    assert card["exported_from"] == key
     for name, value in exported.items():  # the exported encoder is the checkpoint's
-        assert torch.equal(value, checkpoint["model"][f"encoder.{name}"]), name
-    seed_everything(config.seed)  # the untrained encoder the run started from
-    initial = build_method_from_config(config).encoder.state_dict()
+        assert torch.equal(value, checkpoint["model"][f"{key}.{name}"]), name
+    initial = untrained.exported_encoder().state_dict()
     changed = [n for n, v in exported.items() if v.is_floating_point() and not torch.equal(v, initial[n])]
     assert changed, f"{method}: no encoder weight changed in {STEPS} steps"
 
