@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medssl.errors import ConfigError
 
@@ -171,7 +171,10 @@ class PretrainConfig(Section):
     method's heads (``heads``, the default), in every batch-norm layer (``all``), or none.
     ``device``: ``auto`` (the local GPU when there is one, else CPU), ``cpu`` or ``cuda``.
     ``channels_last``: 3D activations stored NDHWC on the CPU (:mod:`medssl.utils.memory_format`;
-    faster, same results up to rounding). See ``docs/distributed.md``.
+    faster, same results up to rounding). ``export_every`` > 0: also export the encoder (with its
+    model card, and its decoder for whole-network methods) at every multiple of that many steps, to
+    ``encoders/step_<step>/encoder.pt``, so the downstream value of shorter pretraining can be
+    studied from one run; a multiple of ``checkpoint_every``. See ``docs/distributed.md``.
     """
 
     method: str = "simclr"
@@ -191,6 +194,14 @@ class PretrainConfig(Section):
     find_unused_parameters: bool = False
     tensorboard: bool = True
     channels_last: bool = True
+    export_every: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _export_at_checkpoints(self) -> "PretrainConfig":
+        if self.export_every and self.export_every % self.checkpoint_every:
+            raise ValueError(f"pretrain.export_every ({self.export_every}) must be a multiple of "
+                             f"pretrain.checkpoint_every ({self.checkpoint_every}): encoders are exported at checkpoints")
+        return self
 
 
 class FinetuneConfig(Section):

@@ -53,6 +53,7 @@ _CONFIG_KEYS_IGNORED = {
     ("data", "num_workers"),
     ("data", "cache_dir"),
     ("pretrain", "checkpoint_every"),
+    ("pretrain", "export_every"),
     ("pretrain", "log_every"),
     ("pretrain", "tensorboard"),
     ("pretrain", "device"),

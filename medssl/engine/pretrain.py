@@ -23,7 +23,10 @@ The orchestration, in order (every process of a torchrun job runs it; only rank 
        run_dir/checkpoints/last.pt    everything to resume (``resume=True`` / ``medssl pretrain --resume``)
        run_dir/encoder.pt             the encoder weights + encoder.card.json (medssl.models.export_encoder)
        run_dir/encoder.decoder.pt     the decoder weights, for a method that trained the whole segmentation
-                                      network (a restoration pretext task with decoder: network)
+                                      network (a restoration pretext task with decoder: network,
+                                      local_contrastive)
+       run_dir/encoders/step_<step>/  with ``pretrain.export_every``: the encoder (and decoder, card)
+                                      at that step, for studies of shorter pretraining
 
 A new run refuses a folder that already holds a checkpoint (resume it, or choose another folder),
 so a finished multi-day run is never overwritten by mistake.
@@ -226,6 +229,19 @@ def check_2d_inputs(config: Config, table: Any, cache: Any, root: Path | None) -
     )
 
 
+def export_method_encoder(method: Any, path: Path, card: dict[str, Any]) -> Path:
+    """Export a method's encoder (``exported_encoder()``: DINO's teacher, otherwise ``encoder``) to
+    ``path`` with its model card, and the decoder of a whole-network method beside it."""
+    from medssl.models import export_encoder
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    decoder_export = getattr(method, "decoder_export", None)
+    decoder = decoder_export() if callable(decoder_export) else None
+    exported = method.exported_encoder() if hasattr(method, "exported_encoder") else method.encoder
+    card = dict(card, exported_from=getattr(method, "export_key", "encoder"))
+    return export_encoder(exported, path, card, decoder=decoder)
+
+
 def _pretext_task(method: Any, config: Config) -> Any:
     if getattr(method, "batch_kind", "views") != "pretext":
         return None
@@ -341,34 +357,37 @@ def run_pretraining(
         dataset = build_pretrain_dataset(data_cfg, config.pretrain.augmentation, table, seed=config.seed,
                                          cache=cache, pretext=_pretext_task(method, config))
         workers = config.data.num_workers
+
+        def export(path: Path, steps: int, final_loss: float | None) -> None:
+            if ctx.is_main:
+                card = {
+                    "method": config.pretrain.method,
+                    "method_args": dict(config.pretrain.method_args),
+                    "steps": steps,
+                    "final_loss": final_loss,
+                    "data_fingerprint": fingerprint,
+                    "num_volumes": int(len(table)),
+                    "config_hash": digest,
+                    "seed": config.seed,
+                    "config": config.model_dump(mode="json"),
+                }
+                export_method_encoder(method, path, card)
+
+        def export_intermediate(step: int) -> None:
+            every = config.pretrain.export_every
+            if every and step % every == 0 and step < config.pretrain.steps:
+                export(run_dir / "encoders" / f"step_{step:06d}" / ENCODER_FILE, step, None)
+
         trainer = Trainer(
             method, dataset, config.pretrain, run_dir, seed=config.seed, config_hash=digest,
             num_workers=workers, ctx=ctx, data_fingerprint=fingerprint, config_text=dump_config(config),
             worker_init_fn=worker_init_fn(config.data.worker_threads) if workers > 0 else None,
+            on_checkpoint=export_intermediate,
         )
         outcome = trainer.fit(resume=resume)
 
         encoder_path = run_dir / ENCODER_FILE
-        if ctx.is_main:
-            from medssl.models import export_encoder
-
-            card = {
-                "method": config.pretrain.method,
-                "method_args": dict(config.pretrain.method_args),
-                "steps": outcome.steps,
-                "final_loss": outcome.final_loss,
-                "data_fingerprint": fingerprint,
-                "num_volumes": int(len(table)),
-                "config_hash": digest,
-                "seed": config.seed,
-                "config": config.model_dump(mode="json"),
-            }
-            decoder_export = getattr(trainer.method, "decoder_export", None)
-            decoder = decoder_export() if callable(decoder_export) else None
-            method = trainer.method
-            exported = method.exported_encoder() if hasattr(method, "exported_encoder") else method.encoder
-            card["exported_from"] = getattr(method, "export_key", "encoder")
-            export_encoder(exported, encoder_path, card, decoder=decoder)
+        export(encoder_path, outcome.steps, outcome.final_loss)
         barrier(ctx)
         logger.info("pretraining done: %d steps, final loss %.4f, encoder %s", outcome.steps,
                     outcome.final_loss, encoder_path)

@@ -207,6 +207,8 @@ class Trainer:
         data_fingerprint: stored in checkpoints; a resume on different data logs a warning.
         collate_fn: DataLoader collation (default torch's).
         worker_init_fn: DataLoader worker initialiser (e.g. the data pipeline's thread limiter).
+        on_checkpoint: called with the step after each checkpoint is saved, on every process (the
+            engine exports intermediate encoders with it, ``pretrain.export_every``).
     """
 
     def __init__(
@@ -225,8 +227,10 @@ class Trainer:
         collate_fn: Callable[[list[Any]], Any] | None = None,
         worker_init_fn: Callable[[int], None] | None = None,
         config_text: str | None = None,
+        on_checkpoint: Callable[[int], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.on_checkpoint = on_checkpoint
         self.run_dir = Path(run_dir)
         self.seed = int(seed)
         self.ctx = ctx or init_distributed(cfg.device)
@@ -450,6 +454,8 @@ class Trainer:
                 window_started = time.perf_counter()
                 if at_checkpoint:
                     self.save_checkpoint()
+                    if self.on_checkpoint is not None:
+                        self.on_checkpoint(self.step)
             if window_steps:  # stopped early (until_step) between log steps: still refuse a NaN
                 self._agree_on_loss(window_loss, window_steps, first_bad)
         finally:

@@ -194,3 +194,25 @@ def test_shipped_config_validates(path):
 def test_every_method_has_a_config():
     shipped = {p.stem for p in PRETRAIN_CONFIGS.glob("*.yaml")}
     assert set(METHODS) <= shipped, f"methods without configs/pretrain/<method>.yaml: {sorted(set(METHODS) - shipped)}"
+
+
+def test_intermediate_encoders_are_exported_every_n_steps(cohort, tmp_path):
+    overrides = tiny_overrides("simclr", cohort) + ["pretrain.steps=4", "pretrain.checkpoint_every=2",
+                                                    "pretrain.export_every=2"]
+    config = load_config(PRETRAIN_CONFIGS / "simclr.yaml", overrides)
+    result = run_pretraining(config, tmp_path / "run")
+
+    kept = sorted(p.parent.name for p in (tmp_path / "run" / "encoders").glob("*/encoder.pt"))
+    assert kept == ["step_000002"], "every multiple of export_every before the end; the end is encoder.pt"
+    middle, card = load_pretrained(tmp_path / "run" / "encoders" / "step_000002" / "encoder.pt")
+    final, final_card = load_pretrained(result.encoder_path)
+    assert card["steps"] == 2 and final_card["steps"] == 4 and card["config_hash"] == final_card["config_hash"]
+    seed_everything(config.seed)
+    initial = build_method_from_config(config).encoder.state_dict()
+    for other in (initial, final.state_dict()):  # a step-2 encoder: trained, and not yet the final one
+        assert any(not torch.equal(v, other[k]) for k, v in middle.state_dict().items() if v.is_floating_point())
+
+
+def test_export_every_must_fall_on_checkpoints():
+    with pytest.raises(ConfigError, match="multiple of pretrain.checkpoint_every"):
+        load_config(PRETRAIN_CONFIGS / "simclr.yaml", ["pretrain.checkpoint_every=3", "pretrain.export_every=4"])
