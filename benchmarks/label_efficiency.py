@@ -56,10 +56,20 @@ FULL_SCALE = (
     "finetune.steps=600",
 )
 
-#: Fields of pretrain.augmentation that a method needs beside the demo's (demo.method_augmentation)
-METHOD_AUGMENTATION = {
-    "local_contrastive": "{patch_size: [40, 40, 40], shared_geometry: true}",
-}
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pretrain"
+
+
+def own_augmentation(method: str) -> dict[str, object]:
+    """Fields of ``pretrain.augmentation`` a method needs beside the demo's (for
+    ``demo.method_augmentation``), read from its shipped config: a method whose views must be one
+    crop (``shared_geometry``, e.g. ``local_contrastive``) brings that and its patch size."""
+    from medssl.config import load_config
+
+    path = CONFIGS / f"{method}.yaml"
+    if not path.is_file():
+        return {}
+    augmentation = load_config(path).pretrain.augmentation
+    return {"patch_size": list(augmentation.patch_size), "shared_geometry": True} if augmentation.shared_geometry else {}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,9 +95,10 @@ def scale_overrides(args: argparse.Namespace) -> list[str]:
     overrides.append(f"seed={args.seed}")
     if args.methods:
         overrides.append("demo.methods=[" + ",".join(args.methods) + "]")
-        own = {m: METHOD_AUGMENTATION[m] for m in args.methods if m in METHOD_AUGMENTATION}
+        own = {m: own_augmentation(m) for m in args.methods}
+        own = {m: fields for m, fields in own.items() if fields}
         if own:
-            overrides.append("demo.method_augmentation={" + ", ".join(f"{m}: {v}" for m, v in own.items()) + "}")
+            overrides.append(f"demo.method_augmentation={json.dumps(own)}")
     return overrides + list(args.overrides)
 
 

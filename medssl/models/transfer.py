@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -109,16 +109,7 @@ def load_encoder_weights(network: nn.Module, encoder_state_dict: Mapping[str, to
     else:
         modules = tuple(sorted({key.split(".", 1)[0] for key in encoder_state_dict}))
     target = network.state_dict()
-    report = TransferReport()
-    to_load: dict[str, torch.Tensor] = {}
-    for key, value in encoder_state_dict.items():
-        if key not in target:
-            report.unexpected.append(key)
-        elif tuple(target[key].shape) != tuple(value.shape):
-            report.mismatched.append(key)
-        else:
-            to_load[key] = value
-            report.loaded.append(key)
+    report, to_load = _sort_keys(encoder_state_dict, target, refused=lambda key: False)
     report.missing = [k for k in target if _encoder_part(k, modules) and k not in to_load]
     network.load_state_dict(to_load, strict=False)
     message = f"encoder transfer into {type(network).__name__}: {report.summary()}"
@@ -136,6 +127,24 @@ def load_encoder_weights(network: nn.Module, encoder_state_dict: Mapping[str, to
     return report
 
 
+def _sort_keys(state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
+               refused: Callable[[str], bool]) -> tuple[TransferReport, dict[str, torch.Tensor]]:
+    """A report of ``state``'s keys against ``target`` (``unexpected``: absent there or ``refused``;
+    ``mismatched``: another shape; ``loaded``: the rest) and the tensors to load. ``missing`` is
+    left to the caller, which knows which part of the network the state should cover."""
+    report = TransferReport()
+    to_load: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key not in target or refused(key):
+            report.unexpected.append(key)
+        elif tuple(target[key].shape) != tuple(value.shape):
+            report.mismatched.append(key)
+        else:
+            to_load[key] = value
+            report.loaded.append(key)
+    return report, to_load
+
+
 def load_decoder_weights(network: nn.Module, decoder_state_dict: Mapping[str, torch.Tensor],
                          encoder_config: Mapping[str, Any] | Encoder) -> TransferReport:
     """Copy a pretrained decoder (every weight of the network outside its encoder part, as
@@ -151,16 +160,7 @@ def load_decoder_weights(network: nn.Module, decoder_state_dict: Mapping[str, to
     modules = (type(encoder_config).network_modules if isinstance(encoder_config, Encoder)
                else encoder_class(str(encoder_config["name"])).network_modules)
     target = network.state_dict()
-    report = TransferReport()
-    to_load: dict[str, torch.Tensor] = {}
-    for key, value in decoder_state_dict.items():
-        if key not in target or _encoder_part(key, modules):
-            report.unexpected.append(key)
-        elif tuple(target[key].shape) != tuple(value.shape):
-            report.mismatched.append(key)
-        else:
-            to_load[key] = value
-            report.loaded.append(key)
+    report, to_load = _sort_keys(decoder_state_dict, target, refused=lambda key: _encoder_part(key, modules))
     report.missing = [k for k in target if not _encoder_part(k, modules) and k not in decoder_state_dict]
     network.load_state_dict(to_load, strict=False)
     logger.info("decoder transfer into %s: %s", type(network).__name__, report.summary())
