@@ -339,6 +339,13 @@ class StudyConfig(Section):
     initialisation; with ``folds`` >= 2 each patient-level fold is the test set in turn. ``budgets``
     are case counts (>= 1) or fractions of the training pool (0 < f < 1), nested. ``inits`` maps a
     name to an exported encoder (``encoder.pt``) or ``null`` for training from scratch.
+    ``semi`` crosses the initialisations with semi-supervised methods (``none`` = labels only,
+    ``mean_teacher``, ``uda``, ``fixmatch``, ``unimatch``; their settings in ``finetune.semi``):
+    ``inits: {scratch: null, simclr: enc.pt}`` with ``semi: [none, fixmatch]`` gives four arms,
+    ``scratch``, ``simclr``, ``scratch+fixmatch`` and ``simclr+fixmatch``, trained on the same
+    labeled cases, patches and steps; the unlabeled volumes of a cell are the training pool's cases
+    outside its labeled subset (never a test or validation case), used without their annotation.
+    Without ``semi`` every arm uses ``finetune.semi.method`` as it is.
     ``evaluation`` is ``finetune`` (the ``finetune`` section) or a probe on frozen features
     (``linear_probe``, ``knn_probe``; classification). ``bootstrap`` resamples (``level`` interval)
     over test cases and, with ``bootstrap_seeds``, over seeds too.
@@ -351,6 +358,7 @@ class StudyConfig(Section):
     budgets: list[float] = Field(default_factory=lambda: [2, 4, 8])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     inits: dict[str, str | None] = Field(default_factory=lambda: {"scratch": None})
+    semi: list[Literal["none", "mean_teacher", "uda", "fixmatch", "unimatch"]] | None = None
     baseline: str = "scratch"
     test_fraction: float = Field(0.3, gt=0, lt=1)
     val_fraction: float = Field(0.0, ge=0, lt=1)
@@ -387,6 +395,13 @@ class StudyConfig(Section):
         for name in value:
             if not name or any(c in name for c in "/\\:*?\"<>|") or name.startswith("."):
                 raise ValueError(f"init name {name!r} must be usable as a folder name")
+        return value
+
+    @field_validator("semi")
+    @classmethod
+    def _semi(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or len(set(value)) != len(value)):
+            raise ValueError("semi lists distinct methods, e.g. [none, fixmatch]")
         return value
 
     @field_validator("folds")

@@ -200,3 +200,28 @@ def test_fraction_budgets_count_cases_of_the_pool(cohort, tmp_path):
     pool = manifest["splits"][0]["pool_size"]
     assert set(results["n_labeled"]) == {round(0.5 * pool)}
     assert (tmp_path / "run" / "cells" / "scratch" / "b0p5_s0_f0.csv").is_file()
+
+
+def test_four_arms_inits_crossed_with_semi_supervised_methods(cohort, pretrained, tmp_path):
+    """scratch, pretrained, scratch+fixmatch, pretrained+fixmatch: same labeled cases, unlabeled pool
+    outside them and outside the test set, costs recorded and reported."""
+    inits = f"study.inits={{scratch: null, pretrained: {pretrained}}}"
+    config = _config(cohort, tmp_path, inits, "study.semi=[none, fixmatch]", "study.seeds=[0]",
+                     "finetune.semi.threshold=0.5")
+    report = run_study_from_config(config, tmp_path / "arms")
+    results = pd.read_csv(tmp_path / "arms" / "results.csv")
+    assert set(results["init"]) == {"scratch", "pretrained", "scratch+fixmatch", "pretrained+fixmatch"}
+    cells = tmp_path / "arms" / "cells"
+    for path in (cells / "scratch+fixmatch").glob("*.json"):
+        semi = json.loads(path.read_text())
+        plain = json.loads((cells / "scratch" / path.name).read_text())
+        assert semi["train_ids"] == plain["train_ids"] and semi["cell_seed"] == plain["cell_seed"]
+        assert semi["semi"] == "fixmatch" and semi["n_unlabeled"] > 0
+        assert semi["history"]["forward_items"] > plain["history"]["forward_items"]
+        manifest = json.loads((tmp_path / "arms" / "manifest.json").read_text())
+        test = set(manifest["splits"][0]["test"])
+        assert semi["n_unlabeled"] == manifest["splits"][0]["pool_size"] - len(semi["train_ids"])
+        assert not test & set(semi["train_ids"])
+    text = report.read_text()
+    assert "What each arm cost" in text and "scratch+fixmatch" in text
+    assert "pretrained+fixmatch" in pd.read_csv(tmp_path / "arms" / "summary.csv")["init"].tolist()
