@@ -345,7 +345,10 @@ class StudyConfig(Section):
     ``scratch``, ``simclr``, ``scratch+fixmatch`` and ``simclr+fixmatch``, trained on the same
     labeled cases, patches and steps; the unlabeled volumes of a cell are the training pool's cases
     outside its labeled subset (never a test or validation case), used without their annotation.
-    Without ``semi`` every arm uses ``finetune.semi.method`` as it is.
+    Without ``semi`` every arm uses ``finetune.semi.method`` as it is. ``unlabeled``: a manifest
+    (``medssl manifest``, with its locations file) of further unlabeled volumes, such as the archive
+    the encoders were pretrained on, added to every semi-supervised cell's unlabeled pool; the
+    volumes of the test and validation patients are left out.
     ``evaluation`` is ``finetune`` (the ``finetune`` section) or a probe on frozen features
     (``linear_probe``, ``knn_probe``; classification). ``bootstrap`` resamples (``level`` interval)
     over test cases and, with ``bootstrap_seeds``, over seeds too.
@@ -359,6 +362,7 @@ class StudyConfig(Section):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     inits: dict[str, str | None] = Field(default_factory=lambda: {"scratch": None})
     semi: list[Literal["none", "mean_teacher", "uda", "fixmatch", "unimatch"]] | None = None
+    unlabeled: str | None = None
     baseline: str = "scratch"
     test_fraction: float = Field(0.3, gt=0, lt=1)
     val_fraction: float = Field(0.0, ge=0, lt=1)

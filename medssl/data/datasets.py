@@ -363,7 +363,8 @@ class LabeledPatchDataset(Dataset):
         centre_labels: mask values to balance positive centres over (None: any ``mask > 0``).
         unlabeled: the cases are used without their annotation (consistency training): the centre is
             drawn uniformly over the volume (the mask is never looked at), masks are optional, and
-            an available mask is returned as ``"truth"`` (for diagnostics only) instead of ``"mask"``.
+            an available mask is returned as ``"truth"`` (for diagnostics only; -1 everywhere for a
+            volume without one) instead of ``"mask"``.
     """
 
     def __init__(
@@ -494,6 +495,8 @@ class LabeledPatchDataset(Dataset):
         if case.mask is not None:
             mask = sample_patch(case.mask, geometry, mode="nearest", padding_mode="zeros")
             item["truth" if self.unlabeled else "mask"] = mask.long()
+        elif self.unlabeled:  # -1: no annotation (so batches of annotated and bare volumes collate)
+            item["truth"] = torch.full((1, *image.shape[1:]), -1, dtype=torch.long)
         if self.labels is not None:
             item["label"] = torch.tensor(self.labels[volume_index], dtype=torch.long)
         return item

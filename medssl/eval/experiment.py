@@ -108,14 +108,21 @@ def _patch_dataset(data: LabeledData, ids: Sequence[str], cfg: FinetuneConfig, s
 
 
 def unlabeled_patch_dataset(data: LabeledData, ids: Sequence[str], cfg: FinetuneConfig, spatial_dims: int,
-                            seed: int):
+                            seed: int, extra: pd.DataFrame | None = None):
     """Unlabeled patches for consistency training: the cases ``ids`` (never test cases) used without
-    their annotation, patch centres uniform over each volume, the same mild geometry as the labeled
-    patches; an annotation, where there is one, rides along as ``"truth"`` for diagnostics only."""
+    their annotation, then the ``extra`` unlabeled volumes (manifest rows with absolute paths), patch
+    centres uniform over each volume, the same mild geometry as the labeled patches; an annotation,
+    where there is one, rides along as ``"truth"`` for diagnostics only."""
     from medssl.data.datasets import LabeledPatchDataset
 
+    rows = [data.entries_for(list(ids))] if ids else []
+    if extra is not None and len(extra):
+        rows.append(extra.drop(columns=[c for c in ("mask", "mask_path") if c in extra.columns]))
+    if not rows:
+        return None
+    entries = pd.concat(rows, ignore_index=True)
     return LabeledPatchDataset(
-        data.cache, data.entries_for(list(ids)), dataset_patch_size(cfg, spatial_dims), seed=seed + 104729,
+        data.cache, entries, dataset_patch_size(cfg, spatial_dims), seed=seed + 104729,
         spatial=finetune_spatial_augmentation(cfg.augment), samples_per_volume=max(1, cfg.batch_size),
         unlabeled=True,
     )
@@ -180,11 +187,13 @@ def train_and_evaluate(
     features: dict[str, np.ndarray] | None = None,
     keep_model: bool = False,
     unlabeled_ids: Sequence[str] = (),
+    unlabeled_entries: pd.DataFrame | None = None,
 ) -> RunOutcome:
     """Train on ``train_ids`` from ``init`` and score ``test_ids`` (module docstring).
 
     With ``finetune.semi.method`` other than ``none`` (segmentation), the cases ``unlabeled_ids``
-    are the unlabeled volumes of consistency training (their annotation is never used to train)."""
+    and the manifest rows ``unlabeled_entries`` are the unlabeled volumes of consistency training
+    (an annotation is never used to train)."""
     cfg, study = config.finetune, config.study
     if not train_ids or not test_ids:
         raise ConfigError(f"a run needs training and test cases (got {len(train_ids)} and {len(test_ids)})")
@@ -222,9 +231,10 @@ def train_and_evaluate(
         unlabeled, strong = None, None
         if cfg.semi.method != "none":
             unlabeled_ids = [c for c in unlabeled_ids if c not in set(train_ids)]
-            unlabeled = unlabeled_patch_dataset(data, unlabeled_ids, cfg, model.spatial_dims, seed) if unlabeled_ids else None
+            unlabeled = unlabeled_patch_dataset(data, unlabeled_ids, cfg, model.spatial_dims, seed, unlabeled_entries)
             strong = strong_view_for(config, data)
-            record.update(semi=cfg.semi.method, n_unlabeled=len(unlabeled_ids))
+            n_extra = 0 if unlabeled_entries is None else len(unlabeled_entries)
+            record.update(semi=cfg.semi.method, n_unlabeled=len(unlabeled_ids) + n_extra)
         history = finetune_segmentation(model, patches, cfg, seed=seed, validation=data.subset(list(val_ids)),
                                         num_workers=config.data.num_workers, unlabeled=unlabeled, strong=strong)
         per_case = evaluate_segmentation(model, data.subset(list(test_ids)), cfg)

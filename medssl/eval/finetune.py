@@ -324,8 +324,10 @@ def _semi_supervised_step(model: FinetuneModel, cfg: FinetuneConfig, criterion: 
         item = next(unlabeled_batches)
         weak = _to_spatial_dims(item["image"].float(), model.spatial_dims).to(device)
         truth = item.get("truth")
-        if truth is not None:
-            truth = _to_spatial_dims(remap_mask(truth, cfg.mask_labels), model.spatial_dims)
+        if truth is not None:  # -1: a volume without annotation
+            known = truth >= 0
+            truth = torch.where(known, remap_mask(truth.clamp_min(0), cfg.mask_labels), torch.full_like(truth, -1))
+            truth = _to_spatial_dims(truth, model.spatial_dims)
         teacher = state["teacher"] if state["teacher"] is not None else network
         probabilities = objective.teacher_probabilities(teacher, weak)
         views, boxes = objective.strong_inputs(weak, generator)

@@ -276,33 +276,39 @@ def perturbed_features(network: nn.Module, module_names: Sequence[str], rate: fl
 @dataclass
 class PseudoLabelStats:
     """Running counts, per class, of confident pseudo-labelled voxels and of those that agree with
-    the unlabeled cases' own annotation (when they have one; a diagnostic, never a training signal)."""
+    the unlabeled cases' own annotation where they have one (truth -1: none); a diagnostic, never a
+    training signal."""
 
     num_classes: int
     confident: np.ndarray = field(init=False)
+    checked: np.ndarray = field(init=False)
     correct: np.ndarray = field(init=False)
     total: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.confident = np.zeros(self.num_classes, np.int64)
+        self.checked = np.zeros(self.num_classes, np.int64)
         self.correct = np.zeros(self.num_classes, np.int64)
         self.total = np.zeros(self.num_classes, np.int64)
 
     def add(self, labels: torch.Tensor, mask: torch.Tensor, truth: torch.Tensor | None) -> None:
         labels, mask = labels.detach().cpu(), mask.detach().cpu()
+        truth = None if truth is None else truth.detach().cpu()
         for c in range(self.num_classes):
             members = labels == c
             self.total[c] += int(members.sum())
             confident = members & mask
             self.confident[c] += int(confident.sum())
             if truth is not None:
-                self.correct[c] += int((confident & (truth.cpu() == c)).sum())
+                known = confident & (truth >= 0)
+                self.checked[c] += int(known.sum())
+                self.correct[c] += int((known & (truth == c)).sum())
 
     def as_dict(self) -> dict[str, list[float | None]]:
         """Per class: the fraction of pseudo-labelled voxels that were confident, and the accuracy of
-        the confident ones against the annotation (None where nothing was confident)."""
+        the confident ones against the annotation (None where none could be checked)."""
         coverage = [float(c / t) if t else None for c, t in zip(self.confident, self.total)]
-        accuracy = [float(k / c) if c else None for k, c in zip(self.correct, self.confident)]
+        accuracy = [float(k / c) if c else None for k, c in zip(self.correct, self.checked)]
         return {"pseudo_label_coverage": coverage, "pseudo_label_accuracy": accuracy}
 
 

@@ -179,8 +179,31 @@ def study_key(config: Config, data: LabeledData) -> str:
         json.dumps(config.data.preprocess.model_dump(mode="json"), sort_keys=True),
         json.dumps(config.pretrain.encoder.model_dump(mode="json"), sort_keys=True),
         config.study.evaluation, config.study.knn_k, config.study.probe_c, config.seed, data.fingerprint,
-        data.content_key,
+        data.content_key, fingerprint_file(config.study.unlabeled) if config.study.unlabeled else "",
     )
+
+
+def unlabeled_archive(config: Config, data: LabeledData, splits: Sequence[Split]) -> dict[int, pd.DataFrame]:
+    """Per fold, the volumes of ``study.unlabeled`` (a manifest) usable as unlabeled data: readable,
+    of ``data.modalities``, of no patient with a test or validation case in that fold, and not one of
+    the labeled cases' own images (those reach the pool as labeled-table cases already)."""
+    from medssl.data.manifest import load_manifest, manifest_root
+    from medssl.data.unlabeled import unlabeled_entries
+
+    path = Path(config.study.unlabeled)  # type: ignore[arg-type]
+    manifest = load_manifest(path, require_locations=True)
+    root = manifest_root(manifest) or path.parent
+    table = data.entries.set_index("case_id")
+    labeled_images = {str(Path(p).resolve()) for p in table["path"]}
+    per_fold = {}
+    for split in splits:
+        held_out = list(split.test) + list(split.val)
+        images = {str(Path(p).resolve()) for p in table.loc[held_out, "path"]}
+        patients = set(data.table.loc[data.table["case_id"].isin(held_out), PATIENT].astype(str))
+        rows = unlabeled_entries(manifest, root, images, config.data.modalities, exclude_patients=patients,
+                                 purpose="consistency training")
+        per_fold[split.fold] = rows[~rows["path"].isin(labeled_images)].reset_index(drop=True)
+    return per_fold
 
 
 def _cell_key(base: str, plan: CellPlan, init_fingerprint: str) -> str:
@@ -255,6 +278,8 @@ def run_label_efficiency(
     splits = make_splits(config, data)
     plans = plan_cells(config, data, splits)
     base_key = study_key(config, data)
+    needs_archive = study.unlabeled and any(plan.semi != "none" for plan in plans)
+    archive = unlabeled_archive(config, data, splits) if needs_archive else {}
     init_prints = _init_fingerprints(study.inits)
     encoder_config = scratch_encoder_config(config, study.inits)
 
@@ -296,11 +321,12 @@ def run_label_efficiency(
         outcome = train_and_evaluate(arm_config(config, plan.semi), data, init_path, train_ids=plan.train_ids,
                                      test_ids=plan.test_ids, val_ids=plan.val_ids, seed=seed,
                                      encoder_config=encoder_config, features=features.get(plan.init),
-                                     unlabeled_ids=plan.unlabeled_ids)
+                                     unlabeled_ids=plan.unlabeled_ids,
+                                     unlabeled_entries=archive.get(plan.fold) if plan.semi != "none" else None)
         long = to_long(outcome.per_case, plan)
         record = dict(outcome.record, cell_key=key, init=plan.init, arm=plan.arm, semi=plan.semi,
                       budget=plan.budget, seed=plan.seed, fold=plan.fold, cell_seed=seed,
-                      train_ids=list(plan.train_ids), n_unlabeled=len(plan.unlabeled_ids), finished=now_iso())
+                      train_ids=list(plan.train_ids), finished=now_iso())
         csv_path, json_path = _cell_paths(run_dir, plan)
         atomic_write_text(json_path, json.dumps(record, indent=2, default=str) + "\n")
         with atomic_write(csv_path, "w", encoding="utf-8", newline="") as handle:  # the commit marker

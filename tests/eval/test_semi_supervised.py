@@ -139,6 +139,7 @@ def test_pseudo_label_statistics_against_the_truth():
     labels = torch.tensor([[0, 0, 2, 2]])
     mask = torch.tensor([[True, False, True, True]])
     truth = torch.tensor([[0, 0, 2, 1]])
+    stats.add(labels, mask, torch.full_like(truth, -1))  # a volume without annotation: counted, not checked
     stats.add(labels, mask, truth)
     out = stats.as_dict()
     assert out["pseudo_label_coverage"] == [0.5, None, 1.0]
