@@ -44,6 +44,8 @@ from medssl.errors import NotAnImageError, VolumeReadError
 from medssl.io.dicom_geometry import StackGeometry, assemble_stack, single_plane
 from medssl.io.dicom_header import DicomHeader, NotDicomError, read_header
 from medssl.io.dicom_pixels import decode_frames, read_dataset
+from medssl.io.dicom_raw import EmptyFileError
+from medssl.io.limits import ReadLimits, as_limits
 from medssl.io.orientation import LPS_TO_RAS, reorient_to_ras
 from medssl.io.volume import Volume
 
@@ -113,7 +115,21 @@ def group_by_series(headers: Iterable[DicomHeader]) -> dict[str, list[DicomHeade
     return dict(groups)
 
 
-def plan_file(header: DicomHeader, *, on_uneven: OnUneven = "error") -> VolumePlan:
+def check_limits(plan: VolumePlan, limits: ReadLimits | None = None) -> VolumePlan:
+    """Refuse a plan whose headers promise more than the size guard allows (:mod:`medssl.io.limits`):
+    the volume's voxels, and the pixel bytes its files hold once decoded. Nothing is read."""
+    columns, rows, slices = plan.stack.shape
+    channels = plan.channels
+    voxels = channels * columns * rows * slices
+    stored = sum(h.rows * h.columns * h.n_frames * h.samples_per_pixel * max(1, h.bits_allocated // 8) for h in plan.headers)
+    shape = (channels, columns, rows, slices) if channels > 1 else (columns, rows, slices)
+    problem = as_limits(limits).problem(voxels=voxels, stored_bytes=stored, shape=shape)
+    if problem:
+        raise VolumeReadError(plan.name, f"the headers promise {problem}", hint="check the files; raise the limit if the volume is real")
+    return plan
+
+
+def plan_file(header: DicomHeader, *, on_uneven: OnUneven = "error", limits: ReadLimits | None = None) -> VolumePlan:
     """The volume of one file: a 2D image, a positioned multi-frame stack or unpositioned frames."""
     name = header.path
     if header.positioned:
@@ -126,10 +142,12 @@ def plan_file(header: DicomHeader, *, on_uneven: OnUneven = "error") -> VolumePl
             n_slices=header.n_frames,
             name=name,
         )
-    return VolumePlan([header], [(0, f) for f in range(header.n_frames)], stack, name)
+    return check_limits(VolumePlan([header], [(0, f) for f in range(header.n_frames)], stack, name), limits)
 
 
-def plan_series(headers: Sequence[DicomHeader], *, on_uneven: OnUneven = "error") -> list[VolumePlan]:
+def plan_series(
+    headers: Sequence[DicomHeader], *, on_uneven: OnUneven = "error", limits: ReadLimits | None = None
+) -> list[VolumePlan]:
     """Volume plans of one series' image headers (see the module docstring, step 3).
 
     Raises:
@@ -149,8 +167,8 @@ def plan_series(headers: Sequence[DicomHeader], *, on_uneven: OnUneven = "error"
         for header in images[1:]:
             if (header.samples_per_pixel, header.photometric) != (first.samples_per_pixel, first.photometric):
                 raise VolumeReadError(name, "files differ in samples per pixel or photometric interpretation")
-        return [VolumePlan(list(images), [(i, 0) for i in range(len(images))], stack, name)]
-    return [plan_file(h, on_uneven=on_uneven) for h in images]
+        return [check_limits(VolumePlan(list(images), [(i, 0) for i in range(len(images))], stack, name), limits)]
+    return [plan_file(h, on_uneven=on_uneven, limits=limits) for h in images]
 
 
 def _plane(frames: np.ndarray, frame: int) -> np.ndarray:
@@ -208,6 +226,10 @@ def read_plan(plan: VolumePlan, *, reorient: bool = True) -> Volume:
     if len(plan.headers) == 1 and first.n_frames == 1 and first.instance_key:
         meta["instance_key"] = first.instance_key
     meta.update(stack.notes)
+    meta["spacing_known"] = not stack.notes.get("pixel_spacing_assumed", False)
+    issue = next((h.spacing_issue for h in plan.headers if h.spacing_issue), None)
+    if issue:
+        meta["spacing_issue"] = issue
     return Volume(output, affine, first.modality, meta)
 
 
@@ -219,10 +241,14 @@ def _read_headers(paths: Sequence[str], salt: str | bytes | None, *, quiet: bool
             headers.append(read_header(path, salt, known_series=seen))
             if headers[-1].series_key:
                 seen.add(headers[-1].series_key)
+        except EmptyFileError as exc:
+            if not quiet:
+                raise VolumeReadError(path, exc.reason, hint=exc.hint) from exc
+            logger.debug("ignoring an empty file")
         except NotDicomError as exc:
             if not quiet:
                 raise VolumeReadError(path, "not a DICOM or NIfTI file", hint=exc.reason) from exc
-            logger.debug("ignoring %s: %s", path, exc.reason)
+            logger.debug("ignoring a file that is not DICOM: %s", exc.reason)
         except VolumeReadError as exc:
             raise VolumeReadError(
                 exc.path, exc.reason, hint="remove or repair this file, or pass the list of the series' other files"
@@ -237,6 +263,7 @@ def load_dicom(
     on_uneven: OnUneven = "error",
     reorient: bool = True,
     salt: str | bytes | None = None,
+    limits: ReadLimits | None = None,
 ) -> Volume:
     """Load a DICOM file, a folder holding DICOM series (recursively) or a list of one series' files.
 
@@ -247,6 +274,7 @@ def load_dicom(
             spacing.
         reorient: ``False`` keeps the native DICOM grid (column, row, slice) in RAS world coordinates.
         salt: pseudonymisation salt for the keys in ``meta`` (:func:`medssl.io.deid.get_salt`).
+        limits: size guard checked from the headers before any pixel is decoded (:mod:`medssl.io.limits`).
 
     Raises:
         NotAnImageError: the file, or every DICOM file found, holds no image.
@@ -261,7 +289,7 @@ def load_dicom(
             raise VolumeReadError(header.path, header.reason or "unreadable")
         if series_uid is not None and header.series_uid != series_uid:
             raise VolumeReadError(header.path, f"belongs to series {header.series_uid}, not {series_uid}")
-        return read_plan(plan_file(header, on_uneven=on_uneven), reorient=reorient)
+        return read_plan(plan_file(header, on_uneven=on_uneven, limits=limits), reorient=reorient)
 
     if isinstance(source, (str, os.PathLike)):
         origin = os.fspath(source)
@@ -299,7 +327,7 @@ def load_dicom(
     for header in group:
         if header.status == "error":
             raise VolumeReadError(header.path, header.reason or "unreadable", hint="remove or repair this file")
-    plans = plan_series(group, on_uneven=on_uneven)
+    plans = plan_series(group, on_uneven=on_uneven, limits=limits)
     if len(plans) > 1:
         raise VolumeReadError(
             series_name(group),

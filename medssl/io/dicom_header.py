@@ -39,7 +39,8 @@ from pydicom.uid import UID
 from medssl.errors import VolumeReadError
 from medssl.io import deid
 from medssl.io.dicom_geometry import PlaneGeometry, orientation_axes
-from medssl.io.dicom_parse import RawHeader
+from medssl.io.dicom_parse import RawHeader, is_damaged_syntax
+from medssl.io.limits import ReadLimits, as_limits
 from medssl.io.dicom_raw import NotDicomError, RawValues, keyword_tag, read_raw
 
 __all__ = ["DicomHeader", "NotDicomError", "read_header", "DERIVED_SOP_CLASSES", "NON_IMAGE_SOP_PREFIXES"]
@@ -159,6 +160,7 @@ class DicomHeader:
     frame_rescale: list[tuple[float, float]] | None = None
     patient_orientation: tuple[str, ...] | None = None
     slice_spacing: float | None = None
+    spacing_issue: str | None = None
     enhanced: bool = False
     meta: dict[str, Any] | None = field(default_factory=dict)
 
@@ -247,6 +249,8 @@ def _enhanced_frames(dataset: pydicom.Dataset, n_frames: int, rows: int, columns
         position = _tuple(_functional(dataset, frame, "PlanePositionSequence", "ImagePositionPatient"), 3)
         orientation = _tuple(_functional(dataset, frame, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
         spacing = _tuple(_functional(dataset, frame, "PixelMeasuresSequence", "PixelSpacing"), 2)
+        if spacing is not None and not all(np.isfinite(v) and v > 0 for v in spacing):
+            spacing = None
         planes.append(PlaneGeometry(position, orientation, spacing, rows, columns))  # type: ignore[arg-type]
         slope = _functional(dataset, frame, "PixelValueTransformationSequence", "RescaleSlope")
         intercept = _functional(dataset, frame, "PixelValueTransformationSequence", "RescaleIntercept")
@@ -268,15 +272,27 @@ def _ultrasound_spacing(dataset: pydicom.Dataset) -> tuple[float, float] | None:
     return None
 
 
+def _usable_spacing(header: DicomHeader, keyword: str, spacing: tuple[float, ...] | None) -> tuple[float, float] | None:
+    """``spacing`` when both values are positive and finite; else ``None``, and the header's
+    ``spacing_issue`` says what was found (PixelSpacing ``0\\0`` is common in CR exports)."""
+    if spacing is None:
+        return None
+    if all(np.isfinite(v) and v > 0 for v in spacing):
+        return spacing  # type: ignore[return-value]
+    shown = "\\".join(f"{v:g}" for v in spacing)
+    header.spacing_issue = (header.spacing_issue + "; " if header.spacing_issue else "") + f"{keyword} is {shown}"
+    return None
+
+
 def _fill_frames(header: DicomHeader, values: RawValues, dataset: pydicom.Dataset | None) -> None:
     """One :class:`PlaneGeometry` per frame: enhanced functional groups, RT dose frame offsets,
     unpositioned frames (cine, NM), or the single plane of a classic file."""
     position = values.floats("ImagePositionPatient", 3)
     orientation = values.floats("ImageOrientationPatient", 6)
-    spacing = values.floats("PixelSpacing", 2)
+    spacing = _usable_spacing(header, "PixelSpacing", values.floats("PixelSpacing", 2))
     source = None
     if spacing is None:
-        spacing = values.floats("ImagerPixelSpacing", 2)
+        spacing = _usable_spacing(header, "ImagerPixelSpacing", values.floats("ImagerPixelSpacing", 2))
         source = "ImagerPixelSpacing" if spacing is not None else None
     if dataset is not None and "PerFrameFunctionalGroupsSequence" in dataset:
         header.enhanced = True
@@ -310,12 +326,14 @@ def read_header(
     *,
     with_meta: bool = True,
     known_series: Container[str] = (),
+    limits: ReadLimits | None = None,
 ) -> DicomHeader:
     """Read and check the header of one DICOM file (no pixel decoding).
 
     ``with_meta=False``, or a series key in ``known_series``, skips decoding the allow-listed
     acquisition fields (``meta`` is then ``None``): a manifest needs them once per series, not once
-    per slice.
+    per slice. ``limits``: a file whose Rows x Columns x frames exceed the size guard is an ``error``
+    header (:mod:`medssl.io.limits`), before any per-frame geometry is built.
 
     Raises:
         NotDicomError: the file is not DICOM.
@@ -344,6 +362,11 @@ def read_header(
     if _is_non_image_class(sop_class):
         header.status, header.reason = "non-image", f"{UID(sop_class).name or sop_class} holds no image"
         return header
+    if is_damaged_syntax(raw.transfer_syntax):
+        header.status = "error"
+        header.reason = (f"the transfer syntax UID {raw.transfer_syntax!r} names no transfer syntax "
+                         "(damaged file meta information): its pixel data cannot be decoded")
+        return header
     if raw.truncated_at is not None:
         header.status = "error"
         header.reason = f"file truncated inside the header (it ends at byte {raw.file_size}, within an element starting at byte {raw.truncated_at})"
@@ -362,6 +385,14 @@ def read_header(
     if isinstance(orientation_codes, list):
         header.patient_orientation = tuple(str(c) for c in orientation_codes)
     header.slice_spacing = values.number("SpacingBetweenSlices") or values.number("SliceThickness")
+    voxels = header.rows * header.columns * header.n_frames * max(1, header.samples_per_pixel)
+    too_large = as_limits(limits).problem(
+        voxels=voxels, stored_bytes=voxels * max(1, header.bits_allocated // 8),
+        shape=(header.rows, header.columns, header.n_frames),
+    )
+    if too_large:
+        header.status, header.reason = "error", f"the header promises {too_large}"
+        return header
 
     problem = _pixel_problem(
         raw,
