@@ -115,6 +115,8 @@ SCHEMA: dict[str, str] = {
     "magnetic_field_strength": "float64",
     "kvp": "float64",
     "slice_thickness": "float64",
+    "echo_time": "float64",
+    "echo_number": "Int64",
     "photometric": "str",
     "transfer_syntax": "str",
     "channels": "Int64",
@@ -149,6 +151,7 @@ ACQUISITION_COLUMNS: dict[str, str] = {
     "magnetic_field_strength": "MagneticFieldStrength",
     "kvp": "KVP",
     "slice_thickness": "SliceThickness",
+    "echo_time": "EchoTime",
     "photometric": "PhotometricInterpretation",
 }
 
@@ -280,7 +283,7 @@ def _folder_row(rel: str, reason: str, salt: bytes, salt_id: str) -> dict[str, A
 #: Acquisition columns filled from a header's allow-listed ``meta`` (``modality`` and ``photometric``
 #: come from the parsed header itself); the numeric ones are floats.
 _META_COLUMNS = tuple(c for c in ACQUISITION_COLUMNS if c not in ("modality", "photometric"))
-_NUMERIC_COLUMNS = ("magnetic_field_strength", "kvp", "slice_thickness")
+_NUMERIC_COLUMNS = ("magnetic_field_strength", "kvp", "slice_thickness", "echo_time")
 
 
 def _acquisition_columns(meta: dict[str, Any]) -> dict[str, Any]:
@@ -352,6 +355,9 @@ def _plan_row(plan: VolumePlan, whole_series: bool, stats: dict[str, str], salt:
     row = _dicom_base(plan.headers, stats, salt_id)
     first = plan.headers[0]
     identity = first.series_key if whole_series and first.series_key else (first.instance_key or "file:" + _posix(first.path))
+    if plan.echo is not None and first.series_key:  # one echo of a multi-echo series
+        identity = f"{first.series_key}|echo:{plan.echo[0]}|{plan.echo[1]}"
+        row["echo_number"], row["echo_time"] = plan.echo
     row["volume_id"] = deid.pseudonymize(identity, "volume", salt)
     row.update(_geometry_columns(plan.affine_ras, plan.stack.shape))
     row["channels"] = plan.channels
@@ -400,6 +406,8 @@ def _series_rows(
         row.update(status="error", reason=in_reason(text))
         return [row]
     whole = len(plans) == 1 and len(plans[0].headers) == len(headers)
+    if any(plan.echo is not None for plan in plans):
+        whole = False
     return [_plan_row(plan, whole, stats, salt, salt_id) for plan in plans]
 
 

@@ -39,6 +39,7 @@ from pydicom.uid import UID
 from medssl.errors import VolumeReadError
 from medssl.io import deid
 from medssl.io.dicom_geometry import PlaneGeometry, orientation_axes
+from medssl.io.dicom_mosaic import is_mosaic, mosaic_info, mosaic_planes
 from medssl.io.dicom_parse import RawHeader, is_damaged_syntax
 from medssl.io.limits import ReadLimits, as_limits
 from medssl.io.dicom_raw import NotDicomError, RawValues, keyword_tag, read_raw
@@ -76,6 +77,9 @@ _STRUCTURE_KEYWORDS = (
     "SeriesDescription",
     "BodyPartExamined",
     "Manufacturer",
+    "ImageType",
+    "EchoNumbers",
+    "EchoTime",
 )
 _KEYWORDS = tuple(dict.fromkeys(_STRUCTURE_KEYWORDS + deid.ACQUISITION_FIELDS + deid.IDENTIFIER_FIELDS))
 _WANTED = {keyword_tag(keyword) for keyword in _KEYWORDS}
@@ -134,6 +138,9 @@ class DicomHeader:
     blanks it. ``frames`` holds one plane per frame; ``frame_rescale`` the per-frame
     ``(slope, intercept)`` of enhanced multi-frame files (``None``: the file-level modality LUT).
     ``meta`` holds the allow-listed acquisition fields, or ``None`` when not asked for.
+    ``echo_number``/``echo_time`` (EchoNumbers, EchoTime) tell the echoes of a multi-echo series
+    apart; ``mosaic`` is ``(slices, tile rows, tile columns)`` of a Siemens mosaic, whose ``rows``,
+    ``columns`` and ``frames`` then describe its slices (:mod:`medssl.io.dicom_mosaic`).
     """
 
     path: str
@@ -161,6 +168,9 @@ class DicomHeader:
     patient_orientation: tuple[str, ...] | None = None
     slice_spacing: float | None = None
     spacing_issue: str | None = None
+    echo_number: int | None = None
+    echo_time: float | None = None
+    mosaic: tuple[int, int, int] | None = None
     enhanced: bool = False
     meta: dict[str, Any] | None = field(default_factory=dict)
 
@@ -284,6 +294,28 @@ def _usable_spacing(header: DicomHeader, keyword: str, spacing: tuple[float, ...
     return None
 
 
+def _fill_mosaic(header: DicomHeader, values: RawValues, dataset: pydicom.Dataset | None) -> bool:
+    """Unpack a Siemens mosaic's geometry into one plane per slice; ``False`` when the file does
+    not say how many slices it holds (it then loads as the 2D tile image)."""
+    try:
+        info = mosaic_info(header.path, dataset)
+    except Exception as exc:  # pydicom cannot re-read the header: treat the file as a plain image
+        logger.debug("mosaic header unreadable (%s); loading the tile image", type(exc).__name__)
+        return False
+    if info is None:
+        return False
+    spacing = _usable_spacing(header, "PixelSpacing", values.floats("PixelSpacing", 2))
+    planes, (tile_rows, tile_columns) = mosaic_planes(
+        info, header.rows, header.columns, values.floats("ImagePositionPatient", 3),
+        values.floats("ImageOrientationPatient", 6), spacing, header.slice_spacing, header.path,
+    )
+    header.mosaic = (info.n_images, tile_rows, tile_columns)
+    header.rows, header.columns, header.n_frames, header.frames = tile_rows, tile_columns, info.n_images, planes
+    if header.meta is not None and info.slice_normal is None:
+        header.meta["mosaic_slice_normal_assumed"] = True
+    return True
+
+
 def _fill_frames(header: DicomHeader, values: RawValues, dataset: pydicom.Dataset | None) -> None:
     """One :class:`PlaneGeometry` per frame: enhanced functional groups, RT dose frame offsets,
     unpositioned frames (cine, NM), or the single plane of a classic file."""
@@ -404,10 +436,18 @@ def read_header(
         header.status, header.reason = "error", problem
         return header
 
+    echo_number, echo_time = values.number("EchoNumbers"), values.number("EchoTime")
+    header.echo_number = int(echo_number) if isinstance(echo_number, (int, float)) else None
+    header.echo_time = float(echo_time) if isinstance(echo_time, (int, float)) else None
     try:
+        if header.n_frames == 1 and is_mosaic(values("ImageType")) and _fill_mosaic(header, values, dataset):
+            return header
         _fill_frames(header, values, dataset)
     except VolumeReadError as exc:
         header.status, header.reason = "error", exc.reason
+        return header
+    except (ValueError, ArithmeticError) as exc:
+        header.status, header.reason = "error", f"the geometry cannot be read ({type(exc).__name__}: {exc})"
         return header
     if sop_class in DERIVED_SOP_CLASSES and header.meta is not None:
         header.meta["derived_object"] = DERIVED_SOP_CLASSES[sop_class]
