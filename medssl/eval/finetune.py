@@ -331,14 +331,20 @@ def run_finetuning(config: Any, run_dir: Any, init: str | None = None) -> Finetu
     from medssl.utils.atomic import atomic_torch_save, atomic_write, atomic_write_text
 
     run_dir = Path(run_dir)
+    inits = {"init": init} if init else {}
+    if config.finetune.task == "segmentation":
+        from medssl.eval.networks import check_patch_size
+
+        check_patch_size(scratch_encoder_config(config, inits), config.finetune.patch_size)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", dump_config(config))
     data = load_labeled_data(config, config.data.cache_dir or run_dir / "cache")
-    stratify = config.study.stratify_column if config.study.stratify_column in data.table.columns else None
+    from medssl.eval.data import resolve_stratify_column
+
+    stratify = resolve_stratify_column(config, data.table.columns)
     sides = split_by_patient(data.table, patient_col=PATIENT, test_fraction=config.study.test_fraction,
                              val_fraction=config.study.val_fraction, seed=config.seed, stratify_col=stratify)
     ids = {side: list(data.table.loc[sides == side, "case_id"]) for side in ("train", "val", "test")}
-    inits = {"init": init} if init else {}
     outcome = train_and_evaluate(config, data, init, train_ids=ids["train"], test_ids=ids["test"],
                                  val_ids=ids["val"], seed=config.seed,
                                  encoder_config=scratch_encoder_config(config, inits), keep_model=True)

@@ -200,3 +200,28 @@ def test_fraction_budgets_count_cases_of_the_pool(cohort, tmp_path):
     pool = manifest["splits"][0]["pool_size"]
     assert set(results["n_labeled"]) == {round(0.5 * pool)}
     assert (tmp_path / "run" / "cells" / "scratch" / "b0p5_s0_f0.csv").is_file()
+
+
+def test_a_patch_size_the_network_cannot_take_is_refused_before_any_data_is_read(cohort, tmp_path):
+    from medssl.errors import ConfigError
+
+    config = _config(cohort, tmp_path, "finetune.patch_size=[36,36]")
+    with pytest.raises(ConfigError) as info:
+        run_label_efficiency(config, tmp_path / "run")
+    message = str(info.value)
+    assert "finetune.patch_size=[36, 36]" in message and "multiple of 32" in message
+    assert "[32, 32] or [64, 64]" in message and "resnet10_tiny" in message
+    assert not (tmp_path / "cache").exists()  # refused up front, nothing preprocessed
+
+
+def test_a_segmentation_table_without_a_class_column_is_split_unstratified_and_says_so(cohort, tmp_path, caplog):
+    no_label = cohort.parent / "labels_without_class.csv"  # beside the images its paths start from
+    pd.read_csv(cohort).drop(columns=["label"]).to_csv(no_label, index=False)
+    config = _config(no_label, tmp_path, "study.budgets=[2]", "study.seeds=[0]", "finetune.steps=1")
+    assert config.study.stratify_column == "auto"
+    with caplog.at_level("INFO"):
+        results = run_label_efficiency(config, tmp_path / "run")
+    assert len(results)
+    stratify = [r for r in caplog.records if "stratif" in r.getMessage()]
+    assert stratify and all(r.levelname == "INFO" for r in stratify)
+    assert any("has no 'label' column, so splits are not stratified" in r.getMessage() for r in stratify)
