@@ -351,12 +351,18 @@ def run_finetuning(config: Any, run_dir: Any, init: str | None = None) -> Finetu
     table = outcome.per_case
     if "target" in table.columns:
         metrics = classification_metrics_from_table(table)
-    else:
-        metrics = {c: float(table[c].mean()) for c in table.columns if c != "case_id"}
+    else:  # means over the cases that contain each class (absent classes are NaN, not scored)
+        metrics = {c: float(table[c].mean()) for c in table.columns
+                   if c != "case_id" and not c.startswith(("present_", "predicted_"))}
     with atomic_write(run_dir / "per_case.csv", "w", encoding="utf-8", newline="") as handle:
         table.to_csv(handle, index=False)
     record = dict(outcome.record, metrics=metrics, train_ids=ids["train"], val_ids=ids["val"], test_ids=ids["test"],
                   data_fingerprint=data.fingerprint)
+    if "target" not in table.columns:
+        record["classes"] = {
+            c.split("_", 1)[1]: {"test_cases_containing": int(table[c].sum()),
+                                 "predicted_where_present": int((table[c] * table[f"predicted_{c.split('_', 1)[1]}"]).sum())}
+            for c in table.columns if c.startswith("present_")}
     atomic_write_text(run_dir / "metrics.json", json.dumps(record, indent=2, default=str) + "\n")
     if outcome.model is not None:
         atomic_torch_save(outcome.model.network.state_dict(), run_dir / "network.pt")

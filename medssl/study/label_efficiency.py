@@ -268,7 +268,7 @@ def run_label_efficiency(
             long.to_csv(handle, index=False)
         frames.append(long)
         computed += 1
-        headline = _headline(long)
+        headline = cell_headline(long, study.metric)
         log.info("cell %d/%d: %s, %d labeled case(s), seed %d, fold %d: %s (%.1f s)", number, len(plans),
                  plan.init, plan.n_labeled, plan.seed, plan.fold, headline, outcome.record.get("seconds", 0.0))
     log.info("study: %d cell(s) computed, %d reused from %s", computed, len(plans) - computed, run_dir / "cells")
@@ -294,11 +294,19 @@ def check_segmentation_patch_size(config: Config) -> None:
         check_patch_size(architecture, config.finetune.patch_size)
 
 
-def _headline(long: pd.DataFrame) -> str:
-    for metric in ("dice", "correct"):
-        values = long.loc[long["metric"] == metric, "value"]
-        if len(values):
-            return f"mean {metric} {values.mean():.3f}"
+def cell_headline(long: pd.DataFrame, metric: str) -> str:
+    """One run's value of the study's headline ``metric`` for the log: the mean over the test cases
+    that have it (a case-level metric), or the metric of the whole test set (AUC, F1...)."""
+    from medssl.eval.metrics import CLASSIFICATION_METRICS, classification_metrics
+
+    values = long.loc[long["metric"] == metric, "value"]
+    if len(values) and values.notna().any():
+        return f"{metric} {values.mean():.3f} (mean over {int(values.notna().sum())} test case(s))"
+    if metric in CLASSIFICATION_METRICS and (long["metric"] == "target").any():
+        wide = long.pivot_table(index="case_id", columns="metric", values="value", aggfunc="first")
+        probs = sorted((c for c in wide.columns if str(c).startswith("prob_")), key=lambda c: int(str(c)[5:]))
+        score = classification_metrics(wide["target"].to_numpy(), wide[probs].to_numpy(), num_classes=len(probs))
+        return f"{metric} {score[metric]:.3f} (over {len(wide)} test case(s))"
     return f"{long['case_id'].nunique()} test case(s)"
 
 
