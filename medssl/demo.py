@@ -1,6 +1,6 @@
 """``medssl demo``: the whole mission end to end on built-in data.
 
-1. write the synthetic hospital cohort (:func:`medssl.data.synthetic.make_synthetic_cohort`): CT
+1. write the synthetic hospital cohort (:func:`medssl.synthetic.make_synthetic_cohort`): CT
    DICOM series with planted identifiers and a messy export, masks and ``labels.csv``;
 2. scan its archive into a de-identified manifest (:func:`medssl.data.manifest.write_manifest`);
 3. split the labeled cases by patient; the test patients are kept out of pretraining;
@@ -76,7 +76,7 @@ class DemoResult:
 
 
 def _write_cohort(config: Config, cohort_dir: Path) -> None:
-    from medssl.data.synthetic import make_synthetic_cohort
+    from medssl.synthetic import make_synthetic_cohort
 
     if (cohort_dir / "cohort.json").is_file() and (cohort_dir / "labels.csv").is_file():
         log.info("cohort already written in %s: reused", cohort_dir)
