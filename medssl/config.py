@@ -104,6 +104,13 @@ class AugmentationConfig(Section):
     device (``dataset.batch_augment``) instead of in the loader workers. ``shared_geometry``: the
     views are one crop (same geometry), augmented in intensity only, so their voxels correspond
     (dense methods such as ``local_contrastive`` need it; ``view_overlap`` is then unused).
+
+    2D views (two ``patch_size`` entries) of 3D volumes are cropped from one slice per item, drawn
+    uniformly along ``slice_axis`` (``auto``: the axis with the largest voxel spacing, the
+    acquisition's slice axis; ties -> the last axis, Z; or 0, 1, 2), with ``slice_context``
+    neighbouring slices on each side as extra channels (2.5D; edge slices repeated;
+    ``pretrain.encoder.in_channels`` must then be the image channels times ``2 * slice_context + 1``).
+    See :mod:`medssl.data.slices`.
     """
 
     preset: str = "ct"
@@ -117,6 +124,8 @@ class AugmentationConfig(Section):
     args: dict[str, Any] = Field(default_factory=dict)
     device_side: bool = False
     shared_geometry: bool = False
+    slice_axis: Literal["auto", 0, 1, 2] = "auto"
+    slice_context: int = Field(default=0, ge=0)
 
     @field_validator("view_overlap")
     @classmethod
@@ -232,6 +241,25 @@ class FinetuneConfig(Section):
     the CPU (:mod:`medssl.utils.memory_format`; about twice as fast, same results up to rounding).
     ``class_names``: mask value -> name (``{1: liver, 2: kidneys}``) for the reports' per-class
     tables; unnamed classes show as ``class k``.
+
+    The 2D slice track (a 2D encoder, ``pretrain.encoder.spatial_dims: 2``, two ``patch_size``
+    entries) on 3D volumes: training patches are cut from slices along ``slice_axis`` (``auto``: per
+    volume, the axis with the largest voxel spacing in the cached volume, the acquisition's slice
+    axis; ties -> the last axis, Z; or 0, 1, 2 for x, y, z), centred as in 3D (``pos_fraction``,
+    ``class_balanced``); at test every slice along that axis is predicted (batched), the slices are
+    stacked back into the volume's grid and scored with the same 3D metrics as the 3D track.
+    ``slice_context`` > 0 makes it 2.5D: that many neighbouring slices on each side are extra
+    input channels (edge slices repeated), so the network takes ``image channels * (2 *
+    slice_context + 1)`` channels. 2D images (``Z == 1``) are sliced along Z. See
+    :mod:`medssl.data.slices` and ``docs/studies.md``.
+
+    ``intensity_augmentation``: the intensity recipe of the training patches, the same for every
+    arm of a study (scratch included): ``none``; ``mild`` (noise, blur, gamma, scale: nnU-Net's
+    set, lighter); ``contrast_randomization`` (``mild`` plus, per case modality, a random CT
+    window, a random smooth non-monotone intensity curve and inversion: the domain randomisation
+    of SynthSeg, Billot et al. 2023). ``intensity_args`` overrides its probabilities
+    (``window_prob``, ``curve_prob``, ``inversion_prob``, ``mild_prob``) and ``curve_controls``.
+    See :mod:`medssl.transforms.finetune_intensity` and ``docs/augmentations.md``.
     """
 
     task: Literal["segmentation", "classification"] = "segmentation"
@@ -265,6 +293,10 @@ class FinetuneConfig(Section):
     class_balanced: bool = False
     transfer_decoder: bool = True
     channels_last: bool = True
+    slice_axis: Literal["auto", 0, 1, 2] = "auto"
+    slice_context: int = Field(0, ge=0)
+    intensity_augmentation: Literal["none", "mild", "contrast_randomization"] = "none"
+    intensity_args: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("patch_size", "input_size")
     @classmethod
