@@ -326,6 +326,12 @@ class StudyConfig(Section):
     ``evaluation`` is ``finetune`` (the ``finetune`` section) or a probe on frozen features
     (``linear_probe``, ``knn_probe``; classification). ``bootstrap`` resamples (``level`` interval)
     over test cases and, with ``bootstrap_seeds``, over seeds too.
+
+    A designated test set is used as given (:mod:`medssl.data.fixed_split`): ``test_cases`` lists
+    the test case ids, or the labels table's ``split_column`` (default ``split``; ``null`` ignores
+    it) marks each row ``train``, ``val`` or ``test``. Those cases are never drawn into training;
+    other scans of a test patient are left out of training; ``test_fraction`` is then unused and
+    ``folds`` must be 0. ``medssl finetune`` honours the same settings.
     """
 
     labels: str | None = None
@@ -339,6 +345,8 @@ class StudyConfig(Section):
     test_fraction: float = Field(0.3, gt=0, lt=1)
     val_fraction: float = Field(0.0, ge=0, lt=1)
     folds: int = Field(0, ge=0)
+    test_cases: list[str] | None = None
+    split_column: str | None = "split"
     evaluation: Literal["finetune", "linear_probe", "knn_probe"] = "finetune"
     knn_k: int = Field(5, ge=1)
     probe_c: float = Field(1.0, gt=0)
@@ -379,6 +387,24 @@ class StudyConfig(Section):
         if value == 1:
             raise ValueError("folds must be 0 (one fixed test split) or >= 2 (k-fold)")
         return value
+
+    @field_validator("test_cases", mode="before")
+    @classmethod
+    def _test_cases(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, (str, int)) or not len(value):
+            raise ValueError("test_cases must be a non-empty list of case ids (or null to draw the test set)")
+        values = [str(v) for v in value]
+        if len(set(values)) != len(values):
+            raise ValueError("test_cases lists a case id twice")
+        return values
+
+    @model_validator(mode="after")
+    def _designated_test_without_folds(self) -> "StudyConfig":
+        if self.test_cases and self.folds:
+            raise ValueError("test_cases fix the test set; they do not combine with folds (k-fold draws its own)")
+        return self
 
 
 class DemoConfig(Section):
