@@ -34,7 +34,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from medssl.data.synthetic import make_synthetic_cohort
+    from medssl.synthetic import make_synthetic_cohort
 
     info = make_synthetic_cohort(
         args.out,
@@ -105,7 +105,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from medssl.config import load_config
-    from medssl.eval.finetune import run_finetuning
+    from medssl.eval.run import run_finetuning
 
     config = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir or config.run_dir or "runs/finetune")
@@ -121,8 +121,11 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir or config.run_dir or "runs/study")
-    report = run_study_from_config(config, run_dir, resume=not args.fresh)
-    print(f"study finished: report at {report}")
+    from medssl.study.console import study_table_text
+
+    run_study_from_config(config, run_dir, resume=not args.fresh)
+    print()
+    print(study_table_text(run_dir, config.study.metric, config.study.baseline))
     return 0
 
 

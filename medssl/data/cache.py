@@ -109,6 +109,7 @@ class CacheRequest:
     mask: str | None = None
     series_uid: str | None = None
     modality: str | None = None
+    label: str | None = None  # how logs name it: the manifest's volume_id (never a path)
 
 
 def _default_loader(source: SourceSpec, series_uid: str | None) -> Volume:
@@ -548,8 +549,9 @@ def request_from_row(row: Any, root: str | os.PathLike | None = None) -> CacheRe
             break
     series_uid = _cell(row, "series_uid")
     modality = _cell(row, "modality")
+    label = _cell(row, "volume_id")
     return CacheRequest(image, mask, None if series_uid is None else str(series_uid),
-                        None if modality is None else str(modality))
+                        None if modality is None else str(modality), None if label is None else str(label))
 
 
 def requests_from_entries(entries: Any, root: str | os.PathLike | None = None) -> list[CacheRequest]:
@@ -562,13 +564,46 @@ def requests_from_entries(entries: Any, root: str | os.PathLike | None = None) -
     return [request_from_row(row, root) for row in entries]
 
 
+def request_name(request: CacheRequest) -> str:
+    """How logs and reports name a request: its ``volume_id``, else a salted pseudonym of its path
+    (``<file-...>``). Export folders carry patient names: no path goes to a log."""
+    if request.label:
+        return request.label
+    from medssl.io import deid
+
+    image = request.image
+    source = os.path.abspath(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else \
+        "\n".join(sorted(os.path.abspath(os.fspath(p)) for p in image))
+    return "<" + deid.pseudonymize(source, "file") + ">"
+
+
+def _request_locations(request: CacheRequest, name: str) -> dict[str, str]:
+    paths = [request.image] if isinstance(request.image, (str, os.PathLike)) else list(request.image)
+    locations = {}
+    for path in paths + ([request.mask] if request.mask else []):
+        text = os.fspath(path)
+        token = name if path is not request.mask else f"<mask of {name}>"
+        locations[text], locations[os.path.abspath(text)] = token, token
+        folder = os.path.dirname(text)
+        if folder and folder not in (os.sep, "."):
+            locations.setdefault(folder, f"{token}/..")
+            locations.setdefault(os.path.abspath(folder), f"{token}/..")
+    return locations
+
+
 def _ensure(cache: PreprocessedCache, request: CacheRequest) -> tuple[str | None, str, str]:
+    from medssl.io.load import log_names
+    from medssl.io.scan import redact_locations
+
+    name = request_name(request)
     try:
-        case = cache.get(request.image, request.mask, request.series_uid, modality=request.modality)
+        with log_names(name):
+            case = cache.get(request.image, request.mask, request.series_uid, modality=request.modality)
         return case.key, "ok", ""
     except (MedsslError, OSError, ValueError) as exc:
-        logger.warning("cannot preprocess %s: %s", request.image if isinstance(request.image, str) else "series", exc)
-        return None, "error", str(exc)
+        reason = redact_locations(str(exc), _request_locations(request, name)) or type(exc).__name__
+        logger.warning("cannot preprocess %s: %s", name, reason)
+        return None, "error", reason
 
 
 _WARM_CACHE: PreprocessedCache | None = None

@@ -393,6 +393,10 @@ class LabeledPatchDataset(Dataset):
         label_column: a case-level label column to return as ``"label"``.
         threads: torch threads while building an item (:func:`limited_threads`).
         centre_labels: mask values to balance positive centres over (None: any ``mask > 0``).
+        unlabeled: the cases are used without their annotation (consistency training): the centre is
+            drawn uniformly over the volume (the mask is never looked at), masks are optional, and
+            an available mask is returned as ``"truth"`` (for diagnostics only; -1 everywhere for a
+            volume without one) instead of ``"mask"``.
         slice_axis: ``"auto"`` or 0, 1, 2: the axis 2D patches are sliced along.
         slice_context: neighbouring slices on each side as extra channels (2D patches).
     """
@@ -414,6 +418,7 @@ class LabeledPatchDataset(Dataset):
         index_cache: int = 8,
         threads: int | None = 1,
         centre_labels: Sequence[int] | None = None,
+        unlabeled: bool = False,
         slice_axis: str | int = "auto",
         slice_context: int = 0,
     ):
@@ -423,8 +428,9 @@ class LabeledPatchDataset(Dataset):
             raise ConfigError(f"centre_labels={list(centre_labels)} must list mask values >= 1")
         table = usable_entries(entries)
         self.requests = [request_from_row(row, root) for _, row in table.iterrows()]
+        self.unlabeled = bool(unlabeled)
         missing = [i for i, r in enumerate(self.requests) if r.mask is None]
-        if missing:
+        if missing and not self.unlabeled:
             raise DataError(f"{len(missing)} labeled rows have no mask (first: {table.iloc[missing[0]]['path']}); "
                             "give a mask_path column")
         self.labels = None
@@ -504,13 +510,20 @@ class LabeledPatchDataset(Dataset):
         return np.asarray(np.unravel_index(min(int(tries[-1] * size), size - 1), shape), np.float64)
 
     def _slice_through(self, case: CachedCase, axis: int, centre: np.ndarray
-                       ) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+                       ) -> tuple[tuple[np.ndarray, np.ndarray | None], np.ndarray]:
         """The slice along ``axis`` through a 3D ``centre``: the 2D ``(image, mask)`` sources
-        ``(C', A, B, 1)`` and ``(1, A, B, 1)``, and the centre's in-plane coordinates."""
+        ``(C', A, B, 1)`` and ``(1, A, B, 1)`` (None without a mask), and the centre's in-plane
+        coordinates."""
         index = int(round(float(centre[axis])))
         image = slice_with_context(case.image, axis, index, self.slice_context)
-        mask = slice_with_context(case.mask, axis, index, 0)  # type: ignore[arg-type]
+        mask = None if case.mask is None else slice_with_context(case.mask, axis, index, 0)
         return (image, mask), centre[list(in_plane_axes(axis))]
+
+    @staticmethod
+    def _uniform_voxel(case: CachedCase, rng: np.random.Generator) -> np.ndarray:
+        """A voxel drawn uniformly over the volume (the slice of an unlabeled 2D patch)."""
+        shape = np.asarray(case.image.shape[1:], np.float64)
+        return np.minimum(np.floor(rng.random(3) * shape), shape - 1)
 
     def _spatial_for_axis(self, axis: int) -> SpatialAugmentation:
         """``spatial`` with its per-volume-axis flips moved onto the slice's in-plane axes."""
@@ -538,14 +551,16 @@ class LabeledPatchDataset(Dataset):
             axis = resolve_slice_axis(self.slice_axis, case.spacing, case.image.shape)
             spatial = self._spatial_for_axis(axis)
         geometry = draw_view_geometry(spatial, self.patch_size, (0.0,) * d, rng)
-        centre = self._draw_centre(case, rng)
-        if d == 2:
-            (image_source, mask_source), centre = self._slice_through(case, axis, centre)
-        centre = centre[:d]
+        if d == 2:  # the slice through a 3D centre (a uniform one without annotation), then in plane
+            through = self._uniform_voxel(case, rng) if self.unlabeled else self._draw_centre(case, rng)
+            (image_source, mask_source), centre = self._slice_through(case, axis, through)
         low, high = valid_centre_range(_extent(geometry), image_source.shape[1:1 + d])
-        geometry = replace(geometry, centre=tuple(float(c) for c in np.clip(centre, low, high)))
+        if self.unlabeled:  # uniform over the volume: where the annotation lies must not steer the draw
+            centre = low + rng.random(d) * (high - low)
+        elif d == 3:
+            centre = self._draw_centre(case, rng)
+        geometry = replace(geometry, centre=tuple(float(c) for c in np.clip(centre[:d], low, high)))
         image = sample_patch(image_source, geometry, padding_mode=spatial.padding_mode)
-        mask = sample_patch(mask_source, geometry, mode="nearest", padding_mode="zeros")  # type: ignore[arg-type]
         intensity = self.intensity
         if intensity is not None and hasattr(intensity, "for_modality"):  # a recipe per case modality
             preset = intensity.for_modality(case.modality)
@@ -553,7 +568,12 @@ class LabeledPatchDataset(Dataset):
         if intensity is not None:
             generator = make_torch_generator(self.seed, "labeled-intensity", epoch, index)
             image = intensity(image[None], generator)[0]
-        item = {"image": image, "mask": mask.long()}
+        item = {"image": image}
+        if mask_source is not None:
+            mask = sample_patch(mask_source, geometry, mode="nearest", padding_mode="zeros")
+            item["truth" if self.unlabeled else "mask"] = mask.long()
+        elif self.unlabeled:  # -1: no annotation (so batches of annotated and bare volumes collate)
+            item["truth"] = torch.full((1, *image.shape[1:]), -1, dtype=torch.long)
         if self.labels is not None:
             item["label"] = torch.tensor(self.labels[volume_index], dtype=torch.long)
         return item

@@ -47,6 +47,10 @@ class NotDicomError(VolumeReadError):
     """A file that is not DICOM at all (a README, a thumbnail); archives skip it quietly."""
 
 
+class EmptyFileError(NotDicomError):
+    """A file of 0 bytes (an interrupted copy): not DICOM, but worth saying why."""
+
+
 @functools.lru_cache(maxsize=None)
 def keyword_tag(keyword: str) -> int:
     """The tag of a DICOM keyword, as an int."""
@@ -190,6 +194,8 @@ def _pydicom_raw(path: str, wanted: set[int], sequences: set[int]) -> tuple[RawH
     """Read with pydicom (stop before pixels) and express the result as a :class:`RawHeader`."""
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
+        if size == 0:  # the fast walker returned None for it (shorter than a preamble)
+            raise EmptyFileError(path, "empty file (0 bytes)", hint="an interrupted copy? copy it again")
         head = handle.read(132)
         handle.seek(0)
         has_preamble = head[128:132] == b"DICM"
@@ -199,6 +205,8 @@ def _pydicom_raw(path: str, wanted: set[int], sequences: set[int]) -> tuple[RawH
             dataset = pydicom.dcmread(handle, stop_before_pixels=True, force=not has_preamble)
         except InvalidDicomError as exc:
             raise NotDicomError(path, f"not a DICOM file ({exc})") from exc
+        except (KeyboardInterrupt, MemoryError):
+            raise
         except Exception as exc:  # truncated or corrupt header: pydicom raises many kinds
             raise VolumeReadError(path, f"DICOM header cannot be parsed ({type(exc).__name__}: {exc})") from exc
         stop = handle.tell()

@@ -161,3 +161,21 @@ def test_the_module_examples_run():
 
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_unlabeled_2d_patches_of_3d_volumes_come_from_one_slice_too(tmp_path):
+    """Consistency training's unlabeled patches (``unlabeled=True``: centres uniform over the volume)
+    are sliced the same way; the annotation only rides along as ``truth``."""
+    row = _slice_coded_case(tmp_path, 1)
+    cache = PreprocessedCache(tmp_path / "cache", PreprocessConfig(target_spacing=None, crop_foreground=False,
+                                                                  cache_dtype="float32"))
+    dataset = LabeledPatchDataset(cache, pd.DataFrame([row]), (6, 5), seed=0, root=tmp_path, samples_per_volume=10,
+                                  unlabeled=True, slice_context=1)
+    seen = set()
+    for i in range(len(dataset)):
+        item = dataset[i]
+        assert "mask" not in item and tuple(item["image"].shape) == (3, 6, 5)
+        values = item["truth"].unique()
+        assert len(values) == 1
+        seen.add(int(values))
+    assert len(seen) > 3

@@ -11,7 +11,7 @@ import pytest
 from medssl.config import load_config
 from medssl.data.fixed_split import split_with_designated_test
 from medssl.errors import ConfigError, DataError, SplitLeakageError
-from medssl.eval.finetune import run_finetuning
+from medssl.eval.run import run_finetuning
 from medssl.study.label_efficiency import run_label_efficiency
 
 from tests.study.cohort import write_disk_cohort
