@@ -53,6 +53,7 @@ from medssl.engine.checkpoint import config_hash
 from medssl.engine.distributed import DistributedContext, barrier, broadcast_object, cleanup, init_distributed
 from medssl.engine.environment import data_fingerprint, environment_info, write_environment
 from medssl.engine.metrics_log import METRICS_FILE
+from medssl.engine.modality_checks import log_modality_choices
 from medssl.engine.trainer import CHECKPOINT_DIR, LAST_CHECKPOINT, Trainer
 from medssl.errors import ConfigError, DataError
 from medssl.utils.atomic import atomic_write_text
@@ -292,6 +293,8 @@ def run_pretraining(
 
         check_spatial_dims(config)
         table, root = resolve_entries(config, entries)
+        if ctx.is_main:
+            log_modality_choices(config, table)
         data_cfg = config.data.model_copy(update={"root": str(root) if root else None})
         from medssl.data.cache import PreprocessedCache
         from medssl.data.datasets import build_pretrain_dataset, worker_init_fn
