@@ -56,7 +56,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medssl.config import AugmentationConfig, DataConfig
 from medssl.data.cache import CacheRequest, CachedCase, PreprocessedCache, request_from_row, requests_from_entries
-from medssl.errors import ConfigError, DataError
+from medssl.errors import ConfigError, DataError, DiskFullError, MedsslError
 from medssl.transforms.spatial import SpatialAugmentation, draw_view_geometry, sample_patch
 from medssl.transforms.views import MultiCropGenerator, TwoViewGenerator, _extent, valid_centre_range
 from medssl.utils.seeding import make_rng, make_torch_generator
@@ -137,7 +137,19 @@ def limited_threads(threads: int | None) -> Iterator[None]:
 
 
 def _get_case(cache: PreprocessedCache, request: CacheRequest) -> CachedCase:
-    return cache.get(request.image, request.mask, request.series_uid, modality=request.modality)
+    """The cached case of ``request``; a failure names the volume by its pseudonymous key, never its
+    location (a volume that changed or vanished after the cache was warmed), a full disk stays one."""
+    try:
+        return cache.get(request.image, request.mask, request.series_uid, modality=request.modality,
+                         label=request.label)
+    except DiskFullError:
+        raise
+    except (MedsslError, OSError, ValueError) as exc:
+        from medssl.io.scan import LocationRedactor
+
+        reason = LocationRedactor(request.locations())(str(exc))
+        raise DataError(f"volume {request.volume_label()} cannot be loaded from the preprocessing cache: "
+                        f"{reason}") from None
 
 
 class PretrainDataset(Dataset):
@@ -389,7 +401,7 @@ class LabeledPatchDataset(Dataset):
         self.requests = [request_from_row(row, root) for _, row in table.iterrows()]
         missing = [i for i, r in enumerate(self.requests) if r.mask is None]
         if missing:
-            raise DataError(f"{len(missing)} labeled rows have no mask (first: {table.iloc[missing[0]]['path']}); "
+            raise DataError(f"{len(missing)} labeled rows have no mask (first: {self.requests[missing[0]].volume_label()}); "
                             "give a mask_path column")
         self.labels = None
         if label_column is not None:

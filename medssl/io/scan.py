@@ -46,7 +46,7 @@ from medssl.io.dicom_geometry import PlaneGeometry
 from medssl.io.dicom_header import DicomHeader, read_header
 from medssl.io.dicom_raw import NotDicomError
 from medssl.io.nifti import is_nifti_path, nifti_summary
-from medssl.utils.logging import progress_enabled
+from medssl.utils.logging import progress_options
 
 logger = logging.getLogger(__name__)
 
@@ -384,7 +384,7 @@ def scan_files(
     if not rels:
         return records
     workers = default_workers(len(rels)) if workers is None else workers
-    bar = tqdm(total=len(rels), unit="file", desc="manifest", disable=not (progress and progress_enabled()))
+    bar = tqdm(total=len(rels), unit="file", desc="manifest", **progress_options(progress))
     try:
         if workers <= 1:
             seen: set[str] = set()
