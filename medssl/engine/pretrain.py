@@ -59,7 +59,7 @@ from medssl.engine.distributed import (
 )
 from medssl.engine.environment import data_fingerprint, environment_info, write_environment
 from medssl.engine.metrics_log import METRICS_FILE
-from medssl.engine.run_lock import RunFolderLock
+from medssl.engine.run_lock import RunFolderLock, prepare_run_dir
 from medssl.engine.trainer import CHECKPOINT_DIR, LAST_CHECKPOINT, Trainer
 from medssl.errors import ConfigError, DataError, RunError
 from medssl.utils.atomic import atomic_write_text
@@ -365,22 +365,6 @@ def _warm_cache(cache: Any, table: Any, root: Path | None, workers: int, ctx: Di
     if skipped:
         logger.warning("%d of %d volumes skipped; pretraining on the other %d", len(skipped), len(table), len(kept))
     return kept, skipped
-
-
-def prepare_run_dir(run_dir: Path) -> None:
-    """Create ``run_dir`` and check that files can be written in it.
-
-    Raises:
-        RunError: naming the folder and the system's reason (a parent that is a file, no permission,
-            a read-only or virtual file system such as ``/proc``).
-    """
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not os.access(run_dir, os.W_OK | os.X_OK):
-            raise PermissionError(13, "Permission denied")
-    except OSError as exc:
-        raise RunError(f"cannot use {run_dir} as the run folder: {exc.strerror or exc}; choose a writable "
-                       "--run-dir (run_dir)") from None
 
 
 def _record_environment(path: Path, resume: bool, info: dict[str, Any]) -> None:

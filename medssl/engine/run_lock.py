@@ -3,7 +3,7 @@
 Two runs writing one folder interleave their config, metrics, checkpoints and encoder, and each
 reports its own result path although the folder ends with the other's files. A run therefore
 creates ``run_dir/.medssl-run.lock`` before it writes anything, in one atomic step
-(``O_CREAT | O_EXCL``), holding ``{"pid", "host", "started", "argv"}``; it removes the file when it
+(``O_CREAT | O_EXCL``), holding ``{"pid", "host", "started"}``; it removes the file when it
 ends, however it ends (an exception included).
 
 A lock found in place is judged:
@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -111,8 +110,7 @@ class RunFolderLock:
         raise RunError(f"cannot take the lock {self.path}: another run keeps taking it")
 
     def _create(self) -> bool:
-        self._owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                       "argv": sys.argv[:1] + [a for a in sys.argv[1:] if not a.startswith("-")][:1]}
+        self._owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
@@ -163,3 +161,19 @@ class RunFolderLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` and check that files can be written in it.
+
+    Raises:
+        RunError: naming the folder and the system's reason (a parent that is a file, no permission,
+            a read-only or virtual file system such as ``/proc``).
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(run_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        raise RunError(f"cannot use {run_dir} as the run folder: {exc.strerror or exc}; choose a writable "
+                       "--run-dir (run_dir)") from None

@@ -245,3 +245,17 @@ def test_bool_for_a_number_is_refused():
                                 "pretrain.method_args={flag: true}", "pretrain.optimizer.lr=1"])
     assert config.pretrain.steps == 3 and config.pretrain.augmentation.device_side is True
     assert config.pretrain.method_args == {"flag": True} and config.pretrain.optimizer.lr == 1.0
+
+
+def test_finetuning_runs_hold_their_folder_too(tmp_path):
+    from medssl.eval.finetune import run_finetuning
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname()}))
+        with pytest.raises(RunError, match=f"in use by PID {sleeper.pid}"):
+            run_finetuning(load_config(None), tmp_path)
+        assert not (tmp_path / "config.yaml").exists()  # refused before writing anything
+    finally:
+        sleeper.kill()
+        sleeper.wait()
