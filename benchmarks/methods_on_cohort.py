@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def make_cohort(work: Path, quick: bool) -> Path:
     """The demo's cohort (``configs/demo.yaml`` sizes) and its manifest; both reused when present."""
     from medssl.data.manifest import write_manifest
-    from medssl.data.synthetic import make_synthetic_cohort
+    from medssl.synthetic import make_synthetic_cohort
 
     demo = load_config(ROOT / "configs" / "demo.yaml").demo
     cohort = work / "cohort"

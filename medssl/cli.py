@@ -39,7 +39,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from medssl.data.synthetic import make_synthetic_cohort
+    from medssl.synthetic import make_synthetic_cohort
 
     info = make_synthetic_cohort(
         args.out,
@@ -111,7 +111,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from medssl.config import load_config
-    from medssl.eval.finetune import run_finetuning
+    from medssl.eval.run import run_finetuning
 
     config = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir or config.run_dir or "runs/finetune")

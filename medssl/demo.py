@@ -1,6 +1,6 @@
 """``medssl demo``: the whole mission end to end on built-in data.
 
-1. write the synthetic hospital cohort (:func:`medssl.data.synthetic.make_synthetic_cohort`): CT
+1. write the synthetic hospital cohort (:func:`medssl.synthetic.make_synthetic_cohort`): CT
    DICOM series with planted identifiers and a messy export, masks and ``labels.csv``;
 2. scan its archive into a de-identified manifest (:func:`medssl.data.manifest.write_manifest`);
 3. split the labeled cases by patient; the test patients are kept out of pretraining;
@@ -76,7 +76,7 @@ class DemoResult:
 
 
 def _write_cohort(config: Config, cohort_dir: Path) -> None:
-    from medssl.data.synthetic import make_synthetic_cohort
+    from medssl.synthetic import make_synthetic_cohort
 
     if (cohort_dir / "cohort.json").is_file() and (cohort_dir / "labels.csv").is_file():
         log.info("cohort already written in %s: reused", cohort_dir)
@@ -115,25 +115,10 @@ def _resolved(path: str | Path) -> str:
 
 def pretraining_entries(manifest: pd.DataFrame, root: Path, exclude_images: set[str], modalities: list[str] | None) -> pd.DataFrame:
     """Manifest rows usable for pretraining: readable, of the wanted modalities, and not of a patient
-    whose images are in ``exclude_images`` (every volume of such a patient is left out)."""
-    rows = manifest[manifest["status"] == "ok"].copy()
-    if modalities:
-        rows = rows[rows["modality"].isin(modalities)]
-    rows["path"] = [str((root / p).resolve()) for p in rows["path"]]
-    if "files" in rows.columns:
-        rows["files"] = [
-            [str((root / f).resolve()) for f in files] if isinstance(files, (list, tuple)) and len(files) else None
-            for files in rows["files"]
-        ]
-    excluded_patients = set(rows.loc[rows["path"].isin(exclude_images), "patient_key"])
-    kept = rows[~rows["patient_key"].isin(excluded_patients)].reset_index(drop=True)
-    log.info(
-        "pretraining on %d volume(s) of %d patient(s); %d volume(s) of %d test patient(s) left out",
-        len(kept), kept["patient_key"].nunique(), len(rows) - len(kept), len(excluded_patients),
-    )
-    if kept.empty:
-        raise DataError("no volume left for pretraining after leaving out the test patients")
-    return kept
+    whose images are in ``exclude_images`` (:func:`medssl.data.unlabeled.unlabeled_entries`)."""
+    from medssl.data.unlabeled import unlabeled_entries
+
+    return unlabeled_entries(manifest, root, exclude_images, modalities)
 
 
 def method_augmentation(config: Config, method: str) -> AugmentationConfig:

@@ -1,6 +1,6 @@
 """Write the picture grids of docs/augmentations.md: each preset, each transform, the pretext tasks.
 
-Builds a synthetic CT torso and MR brain (``medssl.data.synthetic``), preprocesses them as the
+Builds a synthetic CT torso and MR brain (``medssl.synthetic``), preprocesses them as the
 pipeline does (``medssl.data.preprocess``: CT window [-1000, 1000] HU -> [0, 1], MR percentiles),
 a synthetic radiograph (a projection of the CT) and a synthetic ultrasound sector, then samples
 views through the presets (spatial part: ``medssl.transforms.spatial``; intensity part: the preset)
@@ -28,7 +28,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from medssl.config import PreprocessConfig  # noqa: E402
 from medssl.data.preprocess import preprocess_volume  # noqa: E402
-from medssl.data.synthetic import make_ct_phantom, make_mr_phantom  # noqa: E402
+from medssl.synthetic import make_ct_phantom, make_mr_phantom  # noqa: E402
 from medssl.pretext import build_pretext  # noqa: E402
 from medssl.transforms import build_intensity_transform, build_preset  # noqa: E402
 from medssl.transforms.spatial import SpatialAugmentation, draw_view_geometry, sample_patch  # noqa: E402

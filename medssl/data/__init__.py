@@ -1,4 +1,6 @@
-"""Data: the archive manifest, patient-level splits, the synthetic cohort, preprocessing, cache, datasets.
+"""Data: the archive manifest, patient-level splits, preprocessing, cache, datasets.
+
+The built-in synthetic cohort lives in :mod:`medssl.synthetic`.
 
 Public names are imported lazily (``medssl.data.build_manifest`` loads only the manifest module), so
 ``import medssl.data`` stays cheap in worker processes.
@@ -22,7 +24,6 @@ _EXPORTS = {
     "nested_label_budgets": "medssl.data.splits",
     "check_no_leakage": "medssl.data.splits",
     "write_splits": "medssl.data.splits",
-    "make_synthetic_cohort": "medssl.data.synthetic",
     "preprocess_volume": "medssl.data.preprocess",
     "PreprocessedCache": "medssl.data.cache",
     "CachedCase": "medssl.data.cache",

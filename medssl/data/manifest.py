@@ -75,6 +75,7 @@ import json
 import logging
 import os
 import re
+import urllib.parse
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Mapping, Sequence
 
@@ -85,6 +86,7 @@ from medssl.errors import DataError, VolumeReadError
 from medssl.io import deid
 from medssl.io.dicom import VolumePlan, group_by_series, plan_series, series_name
 from medssl.io.dicom_header import DERIVED_SOP_CLASSES, DicomHeader
+from medssl.io.limits import ReadLimits, as_limits
 from medssl.io.orientation import orientation_code, reoriented_geometry
 from medssl.io.scan import FileRecord, LocationRedactor, list_files_with_stats, nifti_volume_id, redacted_logs, scan_files
 from medssl.io.volume import Volume
@@ -113,6 +115,8 @@ SCHEMA: dict[str, str] = {
     "magnetic_field_strength": "float64",
     "kvp": "float64",
     "slice_thickness": "float64",
+    "echo_time": "float64",
+    "echo_number": "Int64",
     "photometric": "str",
     "transfer_syntax": "str",
     "channels": "Int64",
@@ -124,6 +128,7 @@ SCHEMA: dict[str, str] = {
     "spacing_z": "float64",
     "orientation": "str",
     "gantry_tilt_deg": "float64",
+    "spacing_known": "boolean",
     "n_frames": "Int64",
     "size_bytes": "Int64",
     "file_stats": "object",
@@ -146,6 +151,7 @@ ACQUISITION_COLUMNS: dict[str, str] = {
     "magnetic_field_strength": "MagneticFieldStrength",
     "kvp": "KVP",
     "slice_thickness": "SliceThickness",
+    "echo_time": "EchoTime",
     "photometric": "PhotometricInterpretation",
 }
 
@@ -277,7 +283,7 @@ def _folder_row(rel: str, reason: str, salt: bytes, salt_id: str) -> dict[str, A
 #: Acquisition columns filled from a header's allow-listed ``meta`` (``modality`` and ``photometric``
 #: come from the parsed header itself); the numeric ones are floats.
 _META_COLUMNS = tuple(c for c in ACQUISITION_COLUMNS if c not in ("modality", "photometric"))
-_NUMERIC_COLUMNS = ("magnetic_field_strength", "kvp", "slice_thickness")
+_NUMERIC_COLUMNS = ("magnetic_field_strength", "kvp", "slice_thickness", "echo_time")
 
 
 def _acquisition_columns(meta: dict[str, Any]) -> dict[str, Any]:
@@ -349,19 +355,28 @@ def _plan_row(plan: VolumePlan, whole_series: bool, stats: dict[str, str], salt:
     row = _dicom_base(plan.headers, stats, salt_id)
     first = plan.headers[0]
     identity = first.series_key if whole_series and first.series_key else (first.instance_key or "file:" + _posix(first.path))
+    if plan.echo is not None and first.series_key:  # one echo of a multi-echo series
+        identity = f"{first.series_key}|echo:{plan.echo[0]}|{plan.echo[1]}"
+        row["echo_number"], row["echo_time"] = plan.echo
     row["volume_id"] = deid.pseudonymize(identity, "volume", salt)
     row.update(_geometry_columns(plan.affine_ras, plan.stack.shape))
     row["channels"] = plan.channels
     row["gantry_tilt_deg"] = float(plan.stack.notes.get("gantry_tilt_deg", 0.0))
+    row["spacing_known"] = not plan.stack.notes.get("pixel_spacing_assumed", False)
     if first.sop_class in DERIVED_SOP_CLASSES:
         row.update(status="skipped", reason=f"derived object ({DERIVED_SOP_CLASSES[first.sop_class]}), not an acquired image")
     else:
-        row.update(status="ok", reason=plan.stack.issue)
+        notes = [plan.stack.issue] if plan.stack.issue else []
+        if not row["spacing_known"]:
+            found = next((h.spacing_issue for h in plan.headers if h.spacing_issue), None) or "no PixelSpacing"
+            notes.append(f"pixel spacing unknown ({found}): 1 mm assumed")
+        row.update(status="ok", reason="; ".join(notes) or None)
     return row
 
 
 def _series_rows(
-    headers: list[DicomHeader], stats: dict[str, str], salt: bytes, salt_id: str, on_uneven: str, root: str
+    headers: list[DicomHeader], stats: dict[str, str], salt: bytes, salt_id: str, on_uneven: str, root: str,
+    limits: ReadLimits | None = None,
 ) -> list[dict]:
     # Workers decode acquisition fields once per series: share them with the series' other files.
     shared = next((h.meta for h in sorted(headers, key=lambda h: h.path) if h.meta is not None), None)
@@ -383,7 +398,7 @@ def _series_rows(
     try:
         # Geometry code logs (a resampled stack) name the series' folder: the log names the volume.
         with redacted_logs(_location_tokens(rels, folder, root, volume_id=series_id)):
-            plans = plan_series(headers, on_uneven=on_uneven)  # type: ignore[arg-type]
+            plans = plan_series(headers, on_uneven=on_uneven, limits=limits)  # type: ignore[arg-type]
     except VolumeReadError as exc:
         row = _dicom_base(headers, stats, salt_id)
         row["volume_id"] = series_id
@@ -391,6 +406,8 @@ def _series_rows(
         row.update(status="error", reason=in_reason(text))
         return [row]
     whole = len(plans) == 1 and len(plans[0].headers) == len(headers)
+    if any(plan.echo is not None for plan in plans):
+        whole = False
     return [_plan_row(plan, whole, stats, salt, salt_id) for plan in plans]
 
 
@@ -436,6 +453,8 @@ def _nifti_row(record: FileRecord, stats: dict[str, str], salt: bytes, salt_id: 
         spacing_z=summary["spacing"][2],
         orientation=summary["orientation"],
         gantry_tilt_deg=0.0,
+        spacing_known=summary.get("spacing_known", True),
+        reason=summary.get("affine_issue"),
     )
     row.update(_acquisition_columns(summary.get("meta", {})))
     return row
@@ -463,15 +482,39 @@ def _apply_schema(frame: pd.DataFrame, locations: bool = True) -> pd.DataFrame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
         elif dtype == "float64":
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+        elif dtype == "boolean":
+            frame[column] = pd.Series([_as_bool(v) for v in frame[column]], index=frame.index, dtype="boolean")
         else:
             values = [None if v is None or (np.ndim(v) == 0 and pd.isna(v)) else str(v) for v in frame[column]]
-            frame[column] = pd.Series(values, index=frame.index, dtype="str")
+            try:
+                frame[column] = pd.Series(values, index=frame.index, dtype="str")
+            except UnicodeEncodeError:  # a file name that is not valid UTF-8: kept as Python text
+                frame[column] = pd.Series(values, index=frame.index, dtype=object)
     if locations and len(frame):
         not_dicom = (frame["format"] != "dicom").to_numpy()
         if not_dicom.any():
             files = frame["files"].tolist()
             frame["files"] = pd.Series([None if nd else f for f, nd in zip(files, not_dicom)], index=frame.index, dtype=object)
     return frame.reset_index(drop=True)
+
+
+def _sorted_by_path(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows by ``path`` then ``volume_id`` (missing last). Sorted in Python: pandas' multi-column
+    sort hashes text through Arrow, which refuses file names that are not valid UTF-8."""
+    keys = [(p is None or _is_missing(p), str(p) if not _is_missing(p) else "", str(v) if not _is_missing(v) else "")
+            for p, v in zip(frame["path"], frame["volume_id"])]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return frame.iloc[order].reset_index(drop=True)
+
+
+def _as_bool(value: Any) -> Any:
+    """``True``/``False`` from a bool, a number or the text a CSV holds; missing -> ``pd.NA``."""
+    if _is_missing(value):
+        return pd.NA
+    if isinstance(value, str):
+        text = value.strip().lower()
+        return True if text in ("true", "1", "yes") else (False if text in ("false", "0", "no") else pd.NA)
+    return bool(value)
 
 
 def _has_locations(frame: pd.DataFrame) -> bool:
@@ -527,6 +570,7 @@ def build_manifest(
     on_uneven: Literal["error", "resample"] = "error",
     nifti_patient: NiftiPatientRule = "auto",
     exclude: Sequence[str | os.PathLike] = (),
+    limits: ReadLimits | None = None,
 ) -> pd.DataFrame:
     """Scan ``root`` recursively and return one row per volume (see the module docstring).
 
@@ -550,6 +594,9 @@ def build_manifest(
             the path has one, else each file is its own patient), ``"parent"`` (the folder holding
             the file) or ``"file"``.
         exclude: files not to scan (a manifest saved inside ``root``; its temporary files too).
+        limits: the size guard (:class:`medssl.io.limits.ReadLimits`): a volume whose headers promise
+            more voxels or pixel bytes is an ``error`` row (default ``$MEDSSL_MAX_VOXELS`` /
+            ``$MEDSSL_MAX_BYTES``, else 2^31 voxels and 8 GiB).
 
     Returns:
         the manifest, sorted by ``path`` then ``volume_id``. Never raises for a bad file.
@@ -559,6 +606,7 @@ def build_manifest(
         raise DataError(f"cannot scan {root}: no such folder")
     salt_bytes = deid.get_salt(salt)
     salt_id = deid.salt_fingerprint(salt_bytes)
+    limits = as_limits(limits)
     unlisted: dict[str, str] = {}
     stats = list_files_with_stats(root_path, unlisted)
     if "." in unlisted:
@@ -568,7 +616,7 @@ def build_manifest(
     reused = _reusable_rows(previous, stats, salt_id)
     covered = {f for row in reused for f in _row_files(row)}
     to_read = [rel for rel in stats if _posix(rel) not in covered]
-    records = scan_files(str(root_path), to_read, salt_bytes, workers=workers, progress=progress)
+    records = scan_files(str(root_path), to_read, salt_bytes, workers=workers, progress=progress, limits=limits)
 
     # A series that gained a file (or lost one, leaving its other files unchanged but now in a
     # different volume) must be rebuilt from all its files.
@@ -579,7 +627,7 @@ def build_manifest(
     if rebuild:
         native = {_posix(rel): rel for rel in stats}
         extra = [native[f] for row in rebuild for f in _row_files(row) if f in native]
-        records.update(scan_files(str(root_path), extra, salt_bytes, workers=workers, progress=False))
+        records.update(scan_files(str(root_path), extra, salt_bytes, workers=workers, progress=False, limits=limits))
 
     rows: list[dict] = list(kept)
     dicom_headers: list[DicomHeader] = []
@@ -600,14 +648,19 @@ def build_manifest(
         elif record.header is not None:
             dicom_headers.append(record.header)
     for headers in group_by_series(dicom_headers).values():
-        rows.extend(_series_rows(headers, stats, salt_bytes, salt_id, on_uneven, str(root_path)))
+        rows.extend(_series_rows(headers, stats, salt_bytes, salt_id, on_uneven, str(root_path), limits))
     rows.extend(_folder_row(rel, reason, salt_bytes, salt_id) for rel, reason in unlisted.items())
 
-    frame = _apply_schema(pd.DataFrame(rows, columns=list(SCHEMA)) if rows else pd.DataFrame(columns=list(SCHEMA)))
+    # dtype=object: pandas would infer Arrow strings, which cannot hold a file name that is not UTF-8
+    frame = _apply_schema(pd.DataFrame(rows, columns=list(SCHEMA), dtype=object) if rows else pd.DataFrame(columns=list(SCHEMA)))
     frame = _redact_reasons(frame, str(root_path))
-    frame = frame.sort_values(["path", "volume_id"], kind="stable").reset_index(drop=True)
+    frame = _sorted_by_path(frame)
     frame.attrs[ROOT_ATTR] = str(Path(root_path).resolve())
     counts = frame["status"].value_counts().to_dict()
+    unknown = int(((frame["status"] == "ok") & (frame["spacing_known"] == False)).sum())  # noqa: E712
+    if unknown:
+        logger.warning("manifest: %d volumes have unknown pixel spacing (1 mm assumed; column spacing_known, "
+                       "reason says what the header held)", unknown)
     logger.info(
         "manifest: %d ok, %d error, %d skipped rows; %d files read, %d rows reused",
         counts.get("ok", 0),
@@ -638,7 +691,51 @@ def _holds_paths(values: pd.Series) -> bool:
     return False
 
 
+#: Prefix of a location written in escaped form: a file name that is not valid UTF-8.
+_BYTES_PREFIX = "fsbytes:"
+
+
+def _escape_location(value: Any) -> Any:
+    """A path as text that every table format stores: unchanged when it is valid UTF-8; otherwise
+    (names with bytes like ``ff fe``, which Python holds as lone surrogates and Parquet and UTF-8
+    CSV refuse) ``fsbytes:`` + its bytes percent-encoded, which :func:`_unescape_location` reverses."""
+    if not isinstance(value, str):
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return _BYTES_PREFIX + urllib.parse.quote_from_bytes(os.fsencode(value), safe="/")
+
+
+def _unescape_location(value: Any) -> Any:
+    if not isinstance(value, str) or not value.startswith(_BYTES_PREFIX):
+        return value
+    raw = urllib.parse.unquote_to_bytes(value[len(_BYTES_PREFIX):])
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return os.fsdecode(raw)
+    return value  # a real name that begins with the prefix (never written escaped)
+
+
+def _map_locations(frame: pd.DataFrame, convert: Any) -> pd.DataFrame:
+    """``convert`` applied to every text of the location columns (lists element-wise)."""
+    columns = [c for c in (*LOCATION_COLUMNS, _ROOT_COLUMN) if c in frame.columns and c != "file_stats"]
+    if not columns:
+        return frame
+    frame = frame.copy()
+    for column in columns:
+        frame[column] = pd.Series(
+            [[convert(v) for v in value] if isinstance(value, (list, tuple, np.ndarray)) else convert(value)
+             for value in frame[column]],
+            index=frame.index, dtype=object,
+        )
+    return frame
+
+
 def _write_table(frame: pd.DataFrame, path: Path, suffix: str) -> None:
+    frame = _map_locations(frame, _escape_location)
     if suffix == ".parquet":
         frame.to_parquet(path, index=False)
         return
@@ -726,7 +823,7 @@ def _read_table(path: Path) -> pd.DataFrame:
                     frame[column] = [json.loads(v) if isinstance(v, str) and v else None for v in frame[column]]
     except Exception as exc:
         raise DataError(f"manifest file {path} cannot be read ({exc})") from exc
-    return frame
+    return _map_locations(frame, _unescape_location)
 
 
 def _join_locations(frame: pd.DataFrame, local: pd.DataFrame, path: Path, locations: Path) -> pd.DataFrame:

@@ -38,6 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from medssl.engine.sync_batchnorm import convert_batchnorm
 from medssl.errors import ConfigError
+from medssl.models.base import Encoder
 
 logger = logging.getLogger(__name__)
 
@@ -155,14 +156,7 @@ def _encoder_like_modules(method: nn.Module) -> tuple[nn.Module, ...]:
     encoder = getattr(method, "encoder", None)
     if not isinstance(encoder, nn.Module):
         return ()
-    kinds: tuple[type, ...] = (type(encoder),)
-    try:  # the registry's base class, when it has one
-        from medssl.models import Encoder  # type: ignore[attr-defined]
-
-        if isinstance(Encoder, type):
-            kinds = kinds + (Encoder,)
-    except ImportError:
-        pass
+    kinds: tuple[type, ...] = (type(encoder), Encoder)
     return tuple(m for m in method.modules() if isinstance(m, kinds))
 
 

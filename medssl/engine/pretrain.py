@@ -105,47 +105,10 @@ class PretrainResult:
 
 
 # ------------------------------------------------------------------------------------- data
-def _scan_root(root: Path) -> "Any":
-    """Fallback when the manifest module is unavailable: NIfTI files (modality ``OT``) and folders
-    of DICOM files (modality from the first file's header)."""
-    import pandas as pd
-
-    rows: list[dict[str, Any]] = []
-    dicom_dirs: dict[Path, Path] = {}
-    for path in sorted(root.rglob("*")):
-        if not path.is_file():
-            continue
-        name = path.name.lower()
-        if name.endswith((".nii", ".nii.gz")):
-            rows.append({"path": str(path.relative_to(root)), "modality": "OT", "status": "ok"})
-        elif path.parent not in dicom_dirs and (name.endswith(".dcm") or _has_dicom_preamble(path)):
-            dicom_dirs[path.parent] = path
-    for folder, first in sorted(dicom_dirs.items()):
-        rows.append({"path": str(folder.relative_to(root)), "modality": _dicom_modality(first), "status": "ok"})
-    return pd.DataFrame(rows, columns=["path", "modality", "status"])
-
-
-def _dicom_modality(path: Path) -> str:
-    try:
-        import pydicom
-
-        return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"]).get("Modality", "OT"))
-    except Exception:  # unreadable header: the cache reports the volume later
-        return "OT"
-
-
-def _has_dicom_preamble(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
 def resolve_entries(config: Config, entries: Any = None) -> tuple["Any", Path | None]:
     """The usable volumes (DataFrame with ``path``) and the folder their relative paths start from."""
-    import pandas as pd
+    from medssl.data.datasets import usable_entries
+    from medssl.data.manifest import build_manifest, load_manifest, manifest_root
 
     data = config.data
     root = Path(data.root).expanduser() if data.root else None
@@ -154,28 +117,15 @@ def resolve_entries(config: Config, entries: Any = None) -> tuple["Any", Path | 
             manifest = Path(data.manifest).expanduser()
             if not manifest.is_file():
                 raise ConfigError(f"data.manifest {manifest} does not exist (make one with `medssl manifest ROOT`)")
-            try:
-                from medssl.data.manifest import load_manifest, manifest_root  # type: ignore[import-not-found]
-
-                entries = load_manifest(manifest, require_locations=True)
-                root = root or manifest_root(entries)
-            except ImportError:
-                entries = pd.read_parquet(manifest) if manifest.suffix == ".parquet" else pd.read_csv(manifest)
-            root = root or manifest.parent
+            entries = load_manifest(manifest, require_locations=True)
+            root = root or manifest_root(entries) or manifest.parent
         elif root is not None:
             if not root.is_dir():
                 raise ConfigError(f"data.root {root} is not a folder")
-            try:
-                from medssl.data.manifest import build_manifest  # type: ignore[import-not-found]
-
-                entries = build_manifest(root)
-            except ImportError:
-                entries = _scan_root(root)
+            entries = build_manifest(root)
         else:
             raise ConfigError("pretraining needs images: set data.manifest (a file from `medssl manifest`) "
                               "or data.root (a folder of DICOM series / NIfTI files)")
-    from medssl.data.datasets import usable_entries
-
     try:
         table = usable_entries(entries, data.modalities)
     except DataError as exc:

@@ -1,8 +1,8 @@
 """Fine-tuning on few labels, probes on frozen features, metrics and confidence intervals.
 
 - :mod:`medssl.eval.networks`: :func:`build_finetune_model` (scratch or pretrained encoder, transfer report);
-- :mod:`medssl.eval.finetune`: :func:`finetune_segmentation`, :func:`finetune_classification`,
-  :func:`run_finetuning` (``medssl finetune``);
+- :mod:`medssl.eval.finetune`: :func:`finetune_segmentation`, :func:`finetune_classification` (the training loops);
+- :mod:`medssl.eval.run`: :func:`run_finetuning`, one run of ``medssl finetune`` (split, train, score, write);
 - :mod:`medssl.eval.inference`: :func:`predict_segmentation` (MONAI sliding window, 2D and 3D);
 - :mod:`medssl.eval.evaluate`: per-case tables of a fine-tuned network;
 - :mod:`medssl.eval.probes`: :func:`linear_probe`, :func:`knn_probe`, :func:`extract_features`;
@@ -23,12 +23,7 @@ from medssl.eval.cases import LabeledCase, WholeVolumeDataset, remap_mask, whole
 from medssl.eval.data import LabeledData, load_labeled_data
 from medssl.eval.evaluate import evaluate_segmentation, predict_classification
 from medssl.eval.experiment import RunOutcome, train_and_evaluate
-from medssl.eval.finetune import (
-    FinetuneHistory,
-    finetune_classification,
-    finetune_segmentation,
-    run_finetuning,
-)
+from medssl.eval.finetune import FinetuneHistory, finetune_classification, finetune_segmentation
 from medssl.eval.inference import predict_labels, predict_segmentation
 from medssl.eval.metrics import (
     classification_metrics,
@@ -38,9 +33,10 @@ from medssl.eval.metrics import (
 )
 from medssl.eval.networks import FinetuneModel, build_finetune_model
 from medssl.eval.probes import extract_features, knn_probe, linear_probe
+from medssl.eval.run import FinetuneRun, run_finetuning
 
 __all__ = [
-    "FinetuneHistory", "FinetuneModel", "Interval", "LabeledCase", "LabeledData", "RunOutcome",
+    "FinetuneHistory", "FinetuneModel", "FinetuneRun", "Interval", "LabeledCase", "LabeledData", "RunOutcome",
     "WholeVolumeDataset", "bootstrap_ci", "bootstrap_statistic", "build_finetune_model", "classification_metrics",
     "classification_table", "evaluate_segmentation", "extract_features", "finetune_classification",
     "finetune_segmentation", "knn_probe", "linear_probe", "load_labeled_data", "paired_bootstrap_ci",

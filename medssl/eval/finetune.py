@@ -64,6 +64,10 @@ class FinetuneHistory:
     trainable: int = 0
     validation: list[tuple[int, float]] = field(default_factory=list)
     best_step: int | None = None
+    forward_items: int = 0
+    """Images the networks (student and teacher) were run on in training: the compute of an arm."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Method-specific records (semi-supervised: pseudo-label coverage and accuracy per class)."""
 
     @property
     def final_loss(self) -> float:
@@ -73,7 +77,8 @@ class FinetuneHistory:
         return {
             "steps": len(self.losses), "final_loss": self.final_loss, "first_loss": self.losses[0] if self.losses else None,
             "seconds": round(self.seconds, 3), "frozen_tensors": self.frozen, "trainable_tensors": self.trainable,
-            "validation": self.validation, "best_step": self.best_step,
+            "validation": self.validation, "best_step": self.best_step, "forward_items": self.forward_items,
+            **self.extra,
         }
 
 
@@ -159,6 +164,7 @@ def _train_loop(
     device: torch.device,
     validate: Callable[[], float] | None,
     desc: str,
+    after_step: Callable[[nn.Module, int], None] | None = None,
 ) -> FinetuneHistory:
     network, norm_eval, optimizer, scheduler, precision, n_frozen, n_trainable = _prepare_training(model, cfg, device)
     history = FinetuneHistory(frozen=n_frozen, trainable=n_trainable)
@@ -183,6 +189,8 @@ def _train_loop(
         precision.step(optimizer)
         history.learning_rates.append(max(float(g["lr"]) for g in optimizer.param_groups))
         scheduler.step()
+        if after_step is not None:
+            after_step(network, step)
         history.losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{history.losses[-1]:.4f}")
         if validate is not None and cfg.val_every and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
@@ -219,25 +227,46 @@ def finetune_segmentation(
     device: torch.device | str | None = None,
     validation: Sequence[LabeledCase] | None = None,
     num_workers: int = 0,
+    unlabeled: Dataset | None = None,
+    strong: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> FinetuneHistory:
     """Train ``model`` on ``patches`` (items ``{"image", "mask"}``) for ``cfg.steps`` steps.
 
     Masks are mapped to classes by ``cfg.mask_labels``. With ``validation`` cases and
-    ``cfg.val_every``, the weights with the best mean validation Dice are kept.
+    ``cfg.val_every``, the weights with the best mean validation Dice are kept. With
+    ``cfg.semi.method`` other than ``none``, ``unlabeled`` patches (items ``{"image"}``, optionally
+    ``"truth"`` for diagnostics) and the strong view's intensity augmentation ``strong`` add the
+    consistency loss of :mod:`medssl.eval.semi_supervised`; the labeled batches are the same as
+    without it (same seed, same order), so the two arms are paired.
     """
     if model.task != "segmentation":
         raise ValueError(f"finetune_segmentation needs a segmentation model, got {model.task}")
     device = torch.device(device) if device is not None else resolve_device(cfg.device)
     criterion = segmentation_loss()
 
-    def loss_of_batch(network: nn.Module, batch: Any) -> torch.Tensor:
+    def labeled_inputs(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = _split_batch(batch, ["image", "mask|label"])
         image = _to_spatial_dims(image.float(), model.spatial_dims).to(device)
         target = _to_spatial_dims(remap_mask(mask, cfg.mask_labels), model.spatial_dims).to(device)
         if int(target.max()) >= cfg.num_classes:
             raise DataError(f"a mask holds class {int(target.max())} but finetune.num_classes is {cfg.num_classes}; "
                             "set finetune.mask_labels or num_classes")
+        return image, target
+
+    history_extra: dict[str, Any] = {}
+    forward_items = [0]
+
+    def loss_of_batch(network: nn.Module, batch: Any) -> torch.Tensor:
+        image, target = labeled_inputs(batch)
+        forward_items[0] += image.shape[0]
         return criterion(network(image).float(), target)
+
+    after_step = None
+    batches = iterate_batches(patches, cfg.batch_size, seed=seed, num_workers=num_workers)
+    if cfg.semi.method != "none":
+        loss_of_batch, after_step, batches = _semi_supervised_step(
+            model, cfg, criterion, labeled_inputs, batches, unlabeled, strong, seed=seed, device=device,
+            num_workers=num_workers, forward_items=forward_items, extra=history_extra)
 
     validate = None
     if validation:
@@ -246,8 +275,77 @@ def finetune_segmentation(
         def validate() -> float:
             return float(evaluate_segmentation(model, validation, cfg, metrics=["dice"], device=device)["dice"].mean())
 
-    batches = iterate_batches(patches, cfg.batch_size, seed=seed, num_workers=num_workers)
-    return _train_loop(model, batches, cfg, loss_of_batch, device=device, validate=validate, desc="finetune seg")
+    history = _train_loop(model, batches, cfg, loss_of_batch, device=device, validate=validate,
+                          desc="finetune seg" if cfg.semi.method == "none" else f"finetune seg + {cfg.semi.method}",
+                          after_step=after_step)
+    history.forward_items = forward_items[0]
+    history.extra.update(history_extra)
+    return history
+
+
+def _semi_supervised_step(model: FinetuneModel, cfg: FinetuneConfig, criterion: nn.Module,
+                          labeled_inputs: Callable[[Any], tuple[torch.Tensor, torch.Tensor]],
+                          labeled_batches: Iterator[Any], unlabeled: Dataset | None, strong: Any, *, seed: int,
+                          device: torch.device, num_workers: int, forward_items: list[int],
+                          extra: dict[str, Any]):
+    """The loss, after-step hook and batch stream of consistency training (``finetune.semi``).
+
+    Before ``semi.start_step`` (and wherever the ramped weight is 0) a step is exactly a labels-only
+    step. Afterwards one student forward runs on the labeled images and the strong views together
+    (batch-norm statistics over both), the teacher on the weak views without gradient.
+    """
+    from medssl.eval.semi_supervised import ConsistencyObjective, build_strong_view
+    from medssl.models.registry import encoder_class
+
+    semi = cfg.semi
+    if unlabeled is None or len(unlabeled) == 0:  # type: ignore[arg-type]
+        raise DataError(f"finetune.semi.method={semi.method} needs unlabeled volumes, and there are none "
+                        "(the training pool outside the labeled cases, or study.unlabeled)")
+    modules = tuple(getattr(encoder_class(str(model.encoder_config["name"])), "network_modules", ()) or ("encoder",))
+    objective = ConsistencyObjective(semi, cfg.num_classes, strong or build_strong_view("ct"), encoder_modules=modules)
+    unlabeled_batches = iterate_batches(unlabeled, semi.unlabeled_batch_size or cfg.batch_size,
+                                        seed=seed + 7919, num_workers=num_workers)
+    generator = make_torch_generator(seed, "semi-supervised")
+    state: dict[str, Any] = {"step": 0, "teacher": None}
+    weights: list[float] = []
+
+    def loss_of_batch(network: nn.Module, batch: Any) -> torch.Tensor:
+        step = state["step"]
+        if state["teacher"] is None and semi.teacher == "ema":
+            state["teacher"] = objective.make_teacher(network)
+        weight = objective.weight(step)
+        weights.append(weight)
+        image, target = labeled_inputs(batch)
+        if weight <= 0.0:
+            forward_items[0] += image.shape[0]
+            return criterion(network(image).float(), target)
+        item = next(unlabeled_batches)
+        weak = _to_spatial_dims(item["image"].float(), model.spatial_dims).to(device)
+        truth = item.get("truth")
+        if truth is not None:  # -1: a volume without annotation
+            known = truth >= 0
+            truth = torch.where(known, remap_mask(truth.clamp_min(0), cfg.mask_labels), torch.full_like(truth, -1))
+            truth = _to_spatial_dims(truth, model.spatial_dims)
+        teacher = state["teacher"] if state["teacher"] is not None else network
+        probabilities = objective.teacher_probabilities(teacher, weak)
+        views, boxes = objective.strong_inputs(weak, generator)
+        logits = network(torch.cat([image, *views])).float()
+        n = image.shape[0]
+        supervised = criterion(logits[:n], target)
+        strong_logits = list(torch.split(logits[n:], weak.shape[0]))
+        unsupervised, _logs = objective.loss(network, probabilities, strong_logits, boxes, weak, generator, truth)
+        per_teacher = 2 if semi.teacher_flips else 1
+        forward_items[0] += n + weak.shape[0] * (len(views) + per_teacher + (semi.method == "unimatch"))
+        return supervised + weight * unsupervised
+
+    def after_step(network: nn.Module, step: int) -> None:
+        if state["teacher"] is not None:
+            state["teacher"].update(network, step)
+        state["step"] = step + 1
+        extra.update(objective.stats.as_dict(), semi_method=semi.method,
+                     semi_steps=int(sum(1 for w in weights if w > 0)))
+
+    return loss_of_batch, after_step, labeled_batches
 
 
 # ---- classification ----------------------------------------------------------------------------
@@ -289,70 +387,3 @@ def finetune_classification(
 
     batches = iterate_batches(dataset, cfg.batch_size, seed=seed, num_workers=num_workers)
     return _train_loop(model, batches, cfg, loss_of_batch, device=device, validate=validate, desc="finetune cls")
-
-
-# ---- one fine-tuning run from a config (``medssl finetune``) ------------------------------------
-
-
-@dataclass
-class FinetuneRun:
-    """What :func:`run_finetuning` wrote and measured."""
-
-    run_dir: Any
-    metrics: dict[str, float]
-    n_train: int
-    n_test: int
-    init: str
-
-    def __str__(self) -> str:
-        scores = ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
-        return (f"init {self.init}: trained on {self.n_train} case(s), tested on {self.n_test}: {scores}\n"
-                f"per-case table: {self.run_dir}/per_case.csv; weights: {self.run_dir}/network.pt")
-
-
-def run_finetuning(config: Any, run_dir: Any, init: str | None = None) -> FinetuneRun:
-    """Fine-tune once on every training case of a patient-level split and score the test cases.
-
-    The split is :func:`medssl.data.splits.split_by_patient` of ``study.labels`` (``test_fraction``,
-    ``val_fraction``, seed ``config.seed``). ``init``: an exported ``encoder.pt`` or None (scratch).
-    Writes ``config.yaml``, ``per_case.csv``, ``metrics.json`` (mean metrics, training record,
-    transfer report) and ``network.pt`` (the fine-tuned network's state dict) into ``run_dir``.
-    """
-    import json
-    from pathlib import Path
-
-    from medssl.config import dump_config
-    from medssl.data.splits import split_by_patient
-    from medssl.eval.data import PATIENT, load_labeled_data
-    from medssl.eval.experiment import scratch_encoder_config, train_and_evaluate
-    from medssl.eval.metrics import classification_metrics_from_table
-    from medssl.engine.run_lock import RunFolderLock, prepare_run_dir
-    from medssl.utils.atomic import atomic_torch_save, atomic_write, atomic_write_text
-
-    run_dir = Path(run_dir)
-    prepare_run_dir(run_dir)
-    with RunFolderLock(run_dir):  # one live run per folder (docs/distributed.md)
-        atomic_write_text(run_dir / "config.yaml", dump_config(config))
-        data = load_labeled_data(config, config.data.cache_dir or run_dir / "cache")
-        stratify = config.study.stratify_column if config.study.stratify_column in data.table.columns else None
-        sides = split_by_patient(data.table, patient_col=PATIENT, test_fraction=config.study.test_fraction,
-                                 val_fraction=config.study.val_fraction, seed=config.seed, stratify_col=stratify)
-        ids = {side: list(data.table.loc[sides == side, "case_id"]) for side in ("train", "val", "test")}
-        inits = {"init": init} if init else {}
-        outcome = train_and_evaluate(config, data, init, train_ids=ids["train"], test_ids=ids["test"],
-                                     val_ids=ids["val"], seed=config.seed,
-                                     encoder_config=scratch_encoder_config(config, inits), keep_model=True)
-        table = outcome.per_case
-        if "target" in table.columns:
-            metrics = classification_metrics_from_table(table)
-        else:
-            metrics = {c: float(table[c].mean()) for c in table.columns if c != "case_id"}
-        with atomic_write(run_dir / "per_case.csv", "w", encoding="utf-8", newline="") as handle:
-            table.to_csv(handle, index=False)
-        record = dict(outcome.record, metrics=metrics, train_ids=ids["train"], val_ids=ids["val"], test_ids=ids["test"],
-                      data_fingerprint=data.fingerprint)
-        atomic_write_text(run_dir / "metrics.json", json.dumps(record, indent=2, default=str) + "\n")
-        if outcome.model is not None:
-            atomic_torch_save(outcome.model.network.state_dict(), run_dir / "network.pt")
-        log.info("fine-tuning run written to %s", run_dir)
-    return FinetuneRun(run_dir, metrics, len(ids["train"]), len(ids["test"]), outcome.record["init"])

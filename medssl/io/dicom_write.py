@@ -1,6 +1,6 @@
 """Write a :class:`~medssl.io.Volume` as a DICOM series, one file per slice, the way a scanner does.
 
-Used by the synthetic cohort (:mod:`medssl.data.synthetic`) and by tests that need hospital-style
+Used by the synthetic cohort (:mod:`medssl.synthetic`) and by tests that need hospital-style
 series: oblique geometry, shuffled file names, reversed instance numbers, compressed transfer
 syntaxes. It is not a de-identifier: it writes exactly the identifiers it is given.
 

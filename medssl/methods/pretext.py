@@ -1,6 +1,6 @@
 """Pretext tasks as SSL methods: a head on the encoder that solves the task of :mod:`medssl.pretext`.
 
-The task (engineer C's :mod:`medssl.pretext`) turns a patch into ``(input, target)`` and describes
+The task (:mod:`medssl.pretext`) turns a patch into ``(input, target)`` and describes
 its output with a ``PretextSpec(name, target_kind, num_classes, num_patches, loss)``; this method
 reads the spec and builds the matching head and loss:
 
@@ -56,6 +56,7 @@ from medssl.methods.registry import register_method
 from medssl.models.base import Encoder
 from medssl.models.decoders import LightDecoder
 from medssl.models.heads import ProjectionHead
+from medssl.pretext import build_pretext
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +96,7 @@ class ResolvedSpec:
 
 
 def build_task(task: str, spatial_dims: int, task_args: Mapping[str, Any]) -> Any:
-    """``medssl.pretext.build_pretext(task, spatial_dims=..., **task_args)`` with clear errors."""
-    try:
-        from medssl.pretext import build_pretext  # engineer C's registry
-    except ImportError as exc:
-        raise ConfigError(f"pretext task {task!r} needs medssl.pretext.build_pretext, which is not available "
-                          f"({exc}); pass spec=... to the method instead") from exc
+    """``medssl.pretext.build_pretext(task, spatial_dims=..., **task_args)``."""
     args = dict(task_args)
     args.setdefault("spatial_dims", spatial_dims)
     return build_pretext(task, **args)

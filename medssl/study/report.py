@@ -301,8 +301,11 @@ def write_report(
     seed: int = 0,
     resample_seeds: bool = True,
     title: str = "Label-efficiency study",
+    costs: pd.DataFrame | None = None,
 ) -> ReportFiles:
-    """Write ``results.csv``, ``summary.csv``, plots, ``report.md`` and ``report.html`` into ``out_dir``."""
+    """Write ``results.csv``, ``summary.csv``, plots, ``report.md`` and ``report.html`` into ``out_dir``.
+
+    ``costs``: what each arm cost (:func:`medssl.study.label_efficiency.arm_costs`), shown as a table."""
     missing = set(RESULT_COLUMNS) - set(results.columns)
     if missing:
         raise ValueError(f"results lack the column(s) {sorted(missing)}")
@@ -354,6 +357,12 @@ def write_report(
             blocks.append(_Image(boxes, f"{label} per test case"))
         plot_paths += [curve, boxes]
 
+    if costs is not None and not costs.empty:
+        blocks.append(_Heading("What each arm cost", 2))
+        blocks.append(_Paragraph("Per cell (one fine-tuning run), mean over seeds: wall-clock seconds of training and "
+                                 "scoring, and the images the networks were run on in training (student and "
+                                 "teacher forward passes; a semi-supervised step also runs on unlabeled patches)."))
+        blocks.append(_Table(costs))
     blocks.append(_Heading("How to read this report", 2))
     blocks.append(_Paragraph(_HOW_TO_READ.format(
         baseline=baseline, resampled="test cases and seeds" if resample_seeds else "test cases (seeds fixed)")))

@@ -516,7 +516,7 @@ def test_columns_are_allow_listed():
     assert set(ACQUISITION_COLUMNS.values()) <= set(ACQUISITION_FIELDS)
     reviewed = {"volume_id", "status", "reason", "format", "n_files", "patient_key", "study_key", "series_key", "sop_class",
                 "transfer_syntax", "channels", "shape_x", "shape_y", "shape_z", "spacing_x", "spacing_y", "spacing_z",
-                "orientation", "gantry_tilt_deg", "n_frames", "size_bytes", "salt_id"}
+                "orientation", "gantry_tilt_deg", "spacing_known", "echo_number", "n_frames", "size_bytes", "salt_id"}
     assert set(SCHEMA) == reviewed | set(ACQUISITION_COLUMNS) | set(LOCATION_COLUMNS)
 
 
@@ -545,7 +545,7 @@ def test_pretraining_refuses_a_manifest_without_its_locations(manifest, archive,
 def test_the_manifest_remembers_the_scanned_root_so_it_loads_from_anywhere(tmp_path):
     """A manifest saved outside the archive still finds the files: the locations file records the root."""
     from medssl.data.manifest import build_manifest, load_manifest, load_manifest_volume, manifest_root, save_manifest
-    from medssl.data.synthetic import make_tiny_mr_nifti
+    from medssl.synthetic import make_tiny_mr_nifti
 
     archive = tmp_path / "archive"
     make_tiny_mr_nifti(archive / "sub-01" / "t1.nii.gz", seed=0)

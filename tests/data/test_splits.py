@@ -243,7 +243,7 @@ def test_write_splits_errors_name_the_file(tmp_path):
 
 
 def test_synthetic_cohort_follow_ups_stay_on_one_side(tmp_path):
-    from medssl.data.synthetic import make_synthetic_cohort
+    from medssl.synthetic import make_synthetic_cohort
 
     info = make_synthetic_cohort(tmp_path / "cohort", n_ct=8, n_mr=4, n_unlabeled_ct=0, n_unlabeled_mr=0, seed=1,
                                  size=16, messy=False, progress=False)

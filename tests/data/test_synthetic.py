@@ -17,16 +17,16 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from medssl.data.phantoms.ct_torso import (
+from medssl.synthetic.ct_torso import (
     TISSUE,
     draw_torso_anatomy,
     follow_up_anatomy,
     render_torso_ct,
 )
-from medssl.data.phantoms.fields import SmoothField, sample_on_grid
-from medssl.data.phantoms.mr_brain import MR_TISSUE, draw_brain_anatomy, render_brain_mr
-from medssl.data.phantoms.scan_geometry import CT_VARIANTS, ScanGeometry, axcode_directions, ct_directions
-from medssl.data.synthetic import (
+from medssl.synthetic.fields import SmoothField, sample_on_grid
+from medssl.synthetic.mr_brain import MR_TISSUE, draw_brain_anatomy, render_brain_mr
+from medssl.synthetic.scan_geometry import CT_VARIANTS, ScanGeometry, axcode_directions, ct_directions
+from medssl.synthetic import (
     LABEL_COLUMNS,
     make_ct_phantom,
     make_mr_phantom,
@@ -435,12 +435,9 @@ def test_in_memory_phantoms_are_ras_volumes():
 
 
 def test_load_volume_aligns_images_and_masks(cohort):
-    """Once medssl.io.load_volume exists: image and mask loaded by it are voxel-aligned."""
-    import medssl.io
+    """Image and mask loaded by medssl.io.load_volume are voxel-aligned."""
+    from medssl.io import load_volume
 
-    load_volume = getattr(medssl.io, "load_volume", None)
-    if load_volume is None:
-        pytest.skip("medssl.io.load_volume is not available yet (the SimpleITK test covers alignment)")
     for _, row in cohort.labels.iterrows():
         image = load_volume(cohort.root / row["image"])
         mask = load_volume(cohort.root / row["mask"])

@@ -26,7 +26,7 @@ import torch
 
 from medssl.config import load_config
 from medssl.data.manifest import load_manifest, load_manifest_volume, manifest_root, write_manifest
-from medssl.data.synthetic import make_synthetic_cohort
+from medssl.synthetic import make_synthetic_cohort
 from medssl.demo import method_augmentation
 from medssl.engine.pretrain import build_method_from_config, run_pretraining
 from medssl.errors import ConfigError, DataError

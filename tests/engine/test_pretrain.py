@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medssl.config import dump_config, load_config
-from medssl.data.synthetic import make_tiny_ct_series, make_tiny_mr_nifti
+from medssl.synthetic import make_tiny_ct_series, make_tiny_mr_nifti
 from medssl.engine.pretrain import resolve_entries, run_pretraining
 from medssl.errors import CheckpointError, ConfigError, DataError
 

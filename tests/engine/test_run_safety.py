@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from medssl.config import load_config
-from medssl.data.synthetic import make_tiny_ct_series, make_tiny_mr_nifti
+from medssl.synthetic import make_tiny_ct_series, make_tiny_mr_nifti
 from medssl.engine.pretrain import run_pretraining
 from medssl.engine.run_lock import LOCK_FILE, RunFolderLock
 from medssl.errors import ConfigError, DiskFullError, RunError
@@ -248,7 +248,7 @@ def test_bool_for_a_number_is_refused():
 
 
 def test_finetuning_runs_hold_their_folder_too(tmp_path):
-    from medssl.eval.finetune import run_finetuning
+    from medssl.eval.run import run_finetuning
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from medssl.config import load_config
-from medssl.eval.finetune import run_finetuning
+from medssl.eval.run import run_finetuning
 from medssl.models import build_encoder, export_encoder
 
 from tests.study.cohort import write_disk_cohort

@@ -200,3 +200,57 @@ def test_fraction_budgets_count_cases_of_the_pool(cohort, tmp_path):
     pool = manifest["splits"][0]["pool_size"]
     assert set(results["n_labeled"]) == {round(0.5 * pool)}
     assert (tmp_path / "run" / "cells" / "scratch" / "b0p5_s0_f0.csv").is_file()
+
+
+def test_four_arms_inits_crossed_with_semi_supervised_methods(cohort, pretrained, tmp_path):
+    """scratch, pretrained, scratch+fixmatch, pretrained+fixmatch: same labeled cases, unlabeled pool
+    outside them and outside the test set, costs recorded and reported."""
+    inits = f"study.inits={{scratch: null, pretrained: {pretrained}}}"
+    config = _config(cohort, tmp_path, inits, "study.semi=[none, fixmatch]", "study.seeds=[0]",
+                     "finetune.semi.threshold=0.5")
+    report = run_study_from_config(config, tmp_path / "arms")
+    results = pd.read_csv(tmp_path / "arms" / "results.csv")
+    assert set(results["init"]) == {"scratch", "pretrained", "scratch+fixmatch", "pretrained+fixmatch"}
+    cells = tmp_path / "arms" / "cells"
+    for path in (cells / "scratch+fixmatch").glob("*.json"):
+        semi = json.loads(path.read_text())
+        plain = json.loads((cells / "scratch" / path.name).read_text())
+        assert semi["train_ids"] == plain["train_ids"] and semi["cell_seed"] == plain["cell_seed"]
+        assert semi["semi"] == "fixmatch" and semi["n_unlabeled"] > 0
+        assert semi["history"]["forward_items"] > plain["history"]["forward_items"]
+        manifest = json.loads((tmp_path / "arms" / "manifest.json").read_text())
+        test = set(manifest["splits"][0]["test"])
+        assert semi["n_unlabeled"] == manifest["splits"][0]["pool_size"] - len(semi["train_ids"])
+        assert not test & set(semi["train_ids"])
+    text = report.read_text()
+    assert "What each arm cost" in text and "scratch+fixmatch" in text
+    assert "pretrained+fixmatch" in pd.read_csv(tmp_path / "arms" / "summary.csv")["init"].tolist()
+
+
+def test_semi_supervised_cells_add_an_unlabeled_archive_without_test_patients(cohort, tmp_path):
+    """study.unlabeled: a manifest of further volumes. Labeled images are not counted twice and no
+    test patient's volume reaches the unlabeled pool."""
+    import shutil
+
+    from medssl.data.manifest import write_manifest
+
+    archive = tmp_path / "archive"
+    shutil.copytree(cohort.parent / "images", archive)  # the labeled cases' own images ...
+    for i in range(3):                                   # ... and three volumes nobody annotated
+        shutil.copy(cohort.parent / "images" / "case00.nii.gz", archive / f"extra{i}.nii.gz")
+    write_manifest(archive, tmp_path / "manifest.csv", progress=False)
+    labels = pd.read_csv(cohort)
+    labels["image"] = [str(archive / p.split("/")[-1]) for p in labels["image"]]
+    labels["mask"] = [str(cohort.parent / p) for p in labels["mask"]]
+    table = tmp_path / "labels.csv"
+    labels.to_csv(table, index=False)
+    config = load_config(None, BASE + [
+        f"study.labels={table}", f"data.cache_dir={tmp_path / 'cache'}", "study.semi=[fixmatch]",
+        "study.seeds=[0]", "study.budgets=[2]", f"study.unlabeled={tmp_path / 'manifest.csv'}",
+        "finetune.steps=2", "data.modalities=null",
+    ])
+    run_label_efficiency(config, tmp_path / "run")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "run" / "cells" / "scratch+fixmatch").glob("*.json")]
+    pool = manifest["splits"][0]["pool_size"]
+    assert record["n_unlabeled"] == pool - 2 + 3

@@ -7,7 +7,7 @@ Other test suites need realistic but tiny inputs (16-32 voxels a side) without b
 * :func:`make_ct_phantom` / :func:`make_mr_phantom` return a RAS+ :class:`~medssl.io.Volume` and its
   mask in memory, as :func:`medssl.io.load_volume` would give them.
 
-The anatomy, intensity tables and label maps are those of the cohort (:mod:`medssl.data.synthetic`).
+The anatomy, intensity tables and label maps are those of the cohort (:mod:`medssl.synthetic.cohort`).
 Everything derives from ``seed``: the same call gives the same bytes.
 
 Example:
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medssl.data.phantoms.acquisition import (
+from medssl.synthetic.acquisition import (
     canonical,
     ct_nominal_spacing,
     draw_ct_geometry,
@@ -33,9 +33,9 @@ from medssl.data.phantoms.acquisition import (
     write_label_nifti,
     write_nifti,
 )
-from medssl.data.phantoms.ct_torso import draw_torso_anatomy, render_torso_ct
-from medssl.data.phantoms.identities import draw_accession, draw_identity
-from medssl.data.phantoms.mr_brain import draw_brain_anatomy, render_brain_mr
+from medssl.synthetic.ct_torso import draw_torso_anatomy, render_torso_ct
+from medssl.synthetic.identities import draw_accession, draw_identity
+from medssl.synthetic.mr_brain import draw_brain_anatomy, render_brain_mr
 from medssl.io.volume import Volume
 from medssl.utils.seeding import make_rng
 
@@ -101,7 +101,7 @@ def make_tiny_ct_series(
     """Write a small CT torso as a DICOM series (``IM000001.dcm`` ...) into ``folder``; return ``folder``.
 
     The headers carry an invented identity (drawn from ``seed``; see
-    :mod:`medssl.data.phantoms.identities`). With ``mask_path`` the label mask (:data:`CT_LABELS`) is
+    :mod:`medssl.synthetic.identities`). With ``mask_path`` the label mask (:data:`CT_LABELS`) is
     written there as NIfTI with the series' geometry. ``geometry`` is one of ``standard``,
     ``reversed``, ``flipped_lr``, ``feet_first``, ``oblique``.
 

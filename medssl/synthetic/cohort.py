@@ -28,13 +28,13 @@ birth date or accession number; images of unlabeled patients are not listed (fin
 ``medssl manifest``), and neither are the messy files.
 
 The anatomy models, Hounsfield table and MR intensity table are documented in
-:mod:`medssl.data.phantoms.ct_torso` and :mod:`medssl.data.phantoms.mr_brain`. Label maps:
+:mod:`medssl.synthetic.ct_torso` and :mod:`medssl.synthetic.mr_brain`. Label maps:
 
 * CT (:data:`CT_LABELS`): 0 background, 1 liver, 2 kidneys, 3 spleen, 4 lesion;
 * MR (:data:`MR_LABELS`): 0 background, 1 CSF (ventricles and subarachnoid), 2 grey matter,
   3 white matter, 4 lesion.
 
-Geometry (:mod:`medssl.data.phantoms.acquisition`): a CT grid of ``nx x ny x nz`` voxels has the
+Geometry (:mod:`medssl.synthetic.acquisition`): a CT grid of ``nx x ny x nz`` voxels has the
 in-plane spacing of a 512-matrix scan at 0.7-0.9 mm scaled to ``nx`` (``s = u * 512 / nx``, so
 5.6-7.2 mm at 64) and slices of ``coverage / nz`` with a 320-420 mm coverage (lower chest to
 pelvis), so 8-10.5 mm at 40 slices.
@@ -78,7 +78,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medssl.data.phantoms.acquisition import (
+from medssl.synthetic.acquisition import (
     ct_grid_shape,
     ct_nominal_spacing,
     draw_ct_geometry,
@@ -90,7 +90,7 @@ from medssl.data.phantoms.acquisition import (
     write_label_nifti,
     write_nifti,
 )
-from medssl.data.phantoms.ct_torso import (
+from medssl.synthetic.ct_torso import (
     CT_HU_TABLE,
     CT_LABELS,
     draw_torso_anatomy,
@@ -98,9 +98,9 @@ from medssl.data.phantoms.ct_torso import (
     redraw_torso_lesions,
     render_torso_ct,
 )
-from medssl.data.phantoms.export_clutter import write_os_junk, write_text_report, write_truncated_copy
-from medssl.data.phantoms.identities import FakeIdentity, draw_accession, draw_identity, draw_study_date
-from medssl.data.phantoms.mr_brain import (
+from medssl.synthetic.export_clutter import write_os_junk, write_text_report, write_truncated_copy
+from medssl.synthetic.identities import FakeIdentity, draw_accession, draw_identity, draw_study_date
+from medssl.synthetic.mr_brain import (
     MR_INTENSITY_TABLE,
     MR_LABELS,
     MR_SEQUENCES,
@@ -109,8 +109,7 @@ from medssl.data.phantoms.mr_brain import (
     redraw_brain_lesions,
     render_brain_mr,
 )
-from medssl.data.phantoms.scan_geometry import ScanGeometry
-from medssl.data.synthetic_tiny import make_ct_phantom, make_mr_phantom, make_tiny_ct_series, make_tiny_mr_nifti
+from medssl.synthetic.scan_geometry import ScanGeometry
 from medssl.errors import ConfigError, DataError
 from medssl.utils.atomic import atomic_write_text
 from medssl.utils.logging import progress_bar
@@ -122,11 +121,8 @@ __all__ = [
     "CT_LABELS",
     "MR_LABELS",
     "CohortInfo",
+    "LABEL_COLUMNS",
     "make_synthetic_cohort",
-    "make_tiny_ct_series",
-    "make_tiny_mr_nifti",
-    "make_ct_phantom",
-    "make_mr_phantom",
 ]
 
 COHORT_VERSION = 1

@@ -11,7 +11,7 @@ coordinates warped by a smooth random displacement field, so shapes vary between
 * head: an ellipsoid (half-axes 70-82 x 88-100 x 82-95 mm) with scalp, skull and a CSF layer
   inside it, each at least about one grid voxel thick;
 * cerebrum: the ellipsoid inside the CSF layer; with ``f`` a random smooth field of feature size
-  ~1.5 grid voxels (:class:`~medssl.data.phantoms.fields.SmoothField`) and ``delta`` the depth below
+  ~1.5 grid voxels (:class:`~medssl.synthetic.fields.SmoothField`) and ``delta`` the depth below
   the brain surface, sulcal CSF fills ``delta < s * clip(f - 0.2, 0, 1)`` and white matter starts
   at ``delta > t_gm + s * clip(f + 0.2, 0, 1)``, so the grey-matter ribbon (thickness ``t_gm``)
   follows folded, gyrus-like boundaries;
@@ -43,7 +43,7 @@ smooth unit field (feature size ~80 mm) plus a linear gradient, ``beta`` in 0.1-
 
 Example:
     >>> import numpy as np
-    >>> from medssl.data.phantoms.scan_geometry import ScanGeometry, axcode_directions
+    >>> from medssl.synthetic.scan_geometry import ScanGeometry, axcode_directions
     >>> rng = np.random.default_rng(0)
     >>> anatomy = draw_brain_anatomy(rng, lesion=True, grid_scale_mm=9.0)
     >>> geometry = ScanGeometry((24, 24, 24), (9.0, 9.0, 9.0), axcode_directions("LAS"))
@@ -60,8 +60,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from medssl.data.phantoms.fields import SmoothField, ellipsoid_radius, random_rotation, sample_on_grid
-from medssl.data.phantoms.scan_geometry import ScanGeometry
+from medssl.synthetic.fields import SmoothField, ellipsoid_radius, random_rotation, sample_on_grid
+from medssl.synthetic.scan_geometry import ScanGeometry
 
 MR_LABELS: dict[int, str] = {0: "background", 1: "csf", 2: "grey_matter", 3: "white_matter", 4: "lesion"}
 MR_SEQUENCES = ("T1w", "T2w", "FLAIR")

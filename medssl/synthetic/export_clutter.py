@@ -28,7 +28,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from medssl.data.phantoms.identities import FakeIdentity
+from medssl.synthetic.identities import FakeIdentity
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 

@@ -54,7 +54,7 @@ shape to tell them apart. Segmentation labels (:data:`CT_LABELS`): 0 background,
 
 Example:
     >>> import numpy as np
-    >>> from medssl.data.phantoms.scan_geometry import ScanGeometry, ct_directions
+    >>> from medssl.synthetic.scan_geometry import ScanGeometry, ct_directions
     >>> rng = np.random.default_rng(0)
     >>> anatomy = draw_torso_anatomy(rng, lesion=True, grid_scale_mm=15.0)
     >>> geometry = ScanGeometry((24, 24, 16), (15.0, 15.0, 22.0), ct_directions("standard"))
@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from medssl.data.phantoms.fields import (
+from medssl.synthetic.fields import (
     SmoothField,
     cylinder_radius,
     ellipsoid_radius,
@@ -80,7 +80,7 @@ from medssl.data.phantoms.fields import (
     sample_on_grid,
     voxel_texture,
 )
-from medssl.data.phantoms.scan_geometry import ScanGeometry
+from medssl.synthetic.scan_geometry import ScanGeometry
 
 CT_LABELS: dict[int, str] = {0: "background", 1: "liver", 2: "kidneys", 3: "spleen", 4: "lesion"}
 CT_CONTRASTS = ("plain", "venous")

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import nibabel as nib
 import numpy as np
 
-from medssl.data.phantoms.fields import rotation_matrix
+from medssl.synthetic.fields import rotation_matrix
 
 CT_VARIANTS = ("standard", "reversed", "flipped_lr", "feet_first", "oblique")
 

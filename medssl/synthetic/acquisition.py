@@ -3,7 +3,7 @@
 The CT protocol mimics an abdominal CT from a 512-matrix scanner scaled down to a small grid: the
 in-plane spacing is ``u * 512 / nx`` with ``u`` in 0.7-0.9 mm (5.6-7.2 mm at 64 voxels), the slices
 cover 320-420 mm (lower chest to pelvis), and the stored orientation is one of the variants of
-:mod:`medssl.data.phantoms.scan_geometry`. The MR protocol has a ~220 mm field of view
+:mod:`medssl.synthetic.scan_geometry`. The MR protocol has a ~220 mm field of view
 (``u * 220 / n``, ``u`` in 0.95-1.1), every third subject with 1.3x thicker slices, stored under
 NIfTI axis codes (RAS, LAS, LPS, LIA, PIR...) or oblique (pitched 6-14 degrees).
 
@@ -29,9 +29,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from medssl.data.phantoms.fields import rotation_matrix
-from medssl.data.phantoms.identities import FakeIdentity
-from medssl.data.phantoms.scan_geometry import ScanGeometry, axcode_directions, ct_directions
+from medssl.synthetic.fields import rotation_matrix
+from medssl.synthetic.identities import FakeIdentity
+from medssl.synthetic.scan_geometry import ScanGeometry, axcode_directions, ct_directions
 from medssl.io.dicom_write import write_dicom_series
 from medssl.io.volume import Volume
 from medssl.utils.atomic import atomic_path
