@@ -400,13 +400,16 @@ class StudyConfig(Section):
     volumes of the test and validation patients are left out.
     ``evaluation`` is ``finetune`` (the ``finetune`` section) or a probe on frozen features
     (``linear_probe``, ``knn_probe``; classification). ``bootstrap`` resamples (``level`` interval)
-    over test cases and, with ``bootstrap_seeds``, over seeds too.
+    over test cases and, with ``bootstrap_seeds``, over seeds too. ``stratify_column``: the column
+    the splits are stratified on; ``auto`` (default) is ``finetune.label_column`` when the labels
+    table has it and no stratification otherwise (a segmentation table need not have a class
+    column; the log says which was chosen); ``null``: never.
     """
 
     labels: str | None = None
     case_column: str = "case_id"
     patient_column: str | None = "patient_key"
-    stratify_column: str | None = "label"
+    stratify_column: str | None = "auto"
     budgets: list[float] = Field(default_factory=lambda: [2, 4, 8])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     inits: dict[str, str | None] = Field(default_factory=lambda: {"scratch": None})
@@ -526,11 +529,47 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def _section_model(location: Sequence[Any]) -> type[BaseModel] | None:
+    """The pydantic model of the section holding the key at ``location`` (None when not a section)."""
+    model: type[BaseModel] = Config
+    for part in location[:-1]:
+        field_info = model.model_fields.get(str(part))
+        annotation = getattr(field_info, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def unknown_key_hint(location: Sequence[Any]) -> str:
+    """For an unknown key at ``location``: the section's accepted keys and the closest match.
+
+    Example:
+        >>> unknown_key_hint(["data", "preprocess", "spacing"])
+        "did you mean 'target_spacing'? data.preprocess accepts: cache_dtype, crop_foreground, crop_margin, \
+ct_window, foreground_threshold, interpolation, mr_percentiles, target_spacing"
+    """
+    import difflib
+
+    model = _section_model(location)
+    if model is None:
+        return ""
+    accepted = sorted(model.model_fields)
+    section = ".".join(str(p) for p in location[:-1]) or "the top level"
+    close = difflib.get_close_matches(str(location[-1]), accepted, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}{section} accepts: {', '.join(accepted)}"
+
+
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for error in exc.errors():
         location = ".".join(str(p) for p in error["loc"])
-        lines.append(f"  {location}: {error['msg']}")
+        message = error["msg"]
+        if error.get("type") == "extra_forbidden":
+            hint = unknown_key_hint(list(error["loc"]))
+            message = f"unknown key ({hint})" if hint else "unknown key"
+        lines.append(f"  {location}: {message}")
     return "\n".join(lines)
 
 

@@ -109,44 +109,7 @@ class CacheRequest:
     mask: str | None = None
     series_uid: str | None = None
     modality: str | None = None
-    #: How logs and reasons name the volume: the manifest's pseudonymous ``volume_id`` (never a path).
-    label: str | None = None
-
-    def volume_label(self) -> str:
-        """``label``, else a salted pseudonym of the image location (:func:`medssl.io.deid.pseudonymize`)."""
-        if self.label:
-            return self.label
-        from medssl.io.deid import pseudonymize
-
-        source = self.image if isinstance(self.image, (str, os.PathLike)) else ";".join(map(str, self.image))
-        return pseudonymize(os.fspath(source), "volume")
-
-    def locations(self, root: str | os.PathLike | None = None) -> dict[str, str]:
-        """The request's locations (image, its files and folder, mask, ``root``) and the token that
-        replaces each in a log record or a reason: ``<path of volume-...>``, ``<files[k] of ...>``,
-        ``<mask of ...>``, ``<root>`` (see :func:`medssl.io.scan.redact_locations`)."""
-        label = self.volume_label()
-        places: list[tuple[str, str]] = []
-        if isinstance(self.image, (str, os.PathLike)):
-            places.append((os.fspath(self.image), f"<path of {label}>"))
-        else:
-            files = [os.fspath(f) for f in self.image]
-            places += [(f, f"<files[{k}] of {label}>") for k, f in enumerate(files)]
-            if files:
-                places.append((os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0]),
-                               f"<path of {label}>"))
-        if self.mask:
-            places.append((os.fspath(self.mask), f"<mask of {label}>"))
-        tokens: dict[str, str] = {}
-        for location, token in places:
-            tokens.setdefault(location, token)
-            tokens.setdefault(os.path.abspath(location), token)
-            with contextlib.suppress(OSError):
-                tokens.setdefault(os.path.realpath(location), token)
-        if root is not None:
-            for form in (os.fspath(root), os.path.abspath(root), os.path.realpath(root)):
-                tokens.setdefault(form, "<root>")
-        return tokens
+    label: str | None = None  # how logs name it: the manifest's volume_id (never a path)
 
 
 def _default_loader(source: SourceSpec, series_uid: str | None) -> Volume:
@@ -353,7 +316,6 @@ class PreprocessedCache:
         from medssl.utils.logging import progress_bar
 
         requests = requests_from_entries(entries, root)
-        root_text = None if root is None else os.fspath(root)
         results: list[tuple[str | None, str, str, tuple[int, ...] | None]] = \
             [(None, "error", "not run", None)] * len(requests)
         with progress_bar(total=len(requests), desc="preprocess", unit="vol") as bar:
@@ -365,7 +327,7 @@ class PreprocessedCache:
                 init_args = (str(self.cache_dir), self.cfg.model_dump(mode="json"), self.fingerprint, self.loader)
                 with ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                          initializer=_warm_worker_init, initargs=init_args) as pool:
-                    futures = {pool.submit(_warm_one, request, root_text): i for i, request in enumerate(requests)}
+                    futures = {pool.submit(_warm_one, request): i for i, request in enumerate(requests)}
                     try:
                         for future in as_completed(futures):
                             results[futures[future]] = future.result()
@@ -375,7 +337,7 @@ class PreprocessedCache:
                         raise
             else:
                 for i, request in enumerate(requests):
-                    results[i] = _ensure(self, request, root_text)
+                    results[i] = _ensure(self, request)
                     self.close()
                     bar.update(1)
         failed = sum(status != "ok" for _, status, _, _ in results)
@@ -606,10 +568,9 @@ def request_from_row(row: Any, root: str | os.PathLike | None = None) -> CacheRe
             break
     series_uid = _cell(row, "series_uid")
     modality = _cell(row, "modality")
-    volume_id = _cell(row, "volume_id")
+    label = _cell(row, "volume_id")
     return CacheRequest(image, mask, None if series_uid is None else str(series_uid),
-                        None if modality is None else str(modality),
-                        None if volume_id is None else str(volume_id))
+                        None if modality is None else str(modality), None if label is None else str(label))
 
 
 def requests_from_entries(entries: Any, root: str | os.PathLike | None = None) -> list[CacheRequest]:
@@ -622,27 +583,62 @@ def requests_from_entries(entries: Any, root: str | os.PathLike | None = None) -
     return [request_from_row(row, root) for row in entries]
 
 
-def _ensure(cache: PreprocessedCache, request: CacheRequest,
-            root: str | os.PathLike | None = None) -> tuple[str | None, str, str, tuple[int, ...] | None]:
+def request_name(request: CacheRequest) -> str:
+    """How logs and reports name a request: its ``volume_id``, else a salted pseudonym of its path
+    (``<file-...>``). Export folders carry patient names: no path goes to a log."""
+    if request.label:
+        return request.label
+    from medssl.io import deid
+
+    image = request.image
+    source = os.path.abspath(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else \
+        "\n".join(sorted(os.path.abspath(os.fspath(p)) for p in image))
+    return "<" + deid.pseudonymize(source, "file") + ">"
+
+
+def _request_locations(request: CacheRequest, name: str) -> dict[str, str]:
+    paths = [request.image] if isinstance(request.image, (str, os.PathLike)) else list(request.image)
+    locations = {}
+    for path in paths + ([request.mask] if request.mask else []):
+        text = os.fspath(path)
+        token = name if path is not request.mask else f"<mask of {name}>"
+        locations[text], locations[os.path.abspath(text)] = token, token
+        folder = os.path.dirname(text)
+        if folder and folder not in (os.sep, "."):
+            locations.setdefault(folder, f"{token}/..")
+            locations.setdefault(os.path.abspath(folder), f"{token}/..")
+    return locations
+
+
+def redacted_reason(request: CacheRequest, exc: BaseException) -> str:
+    """The text of ``exc`` with the request's locations replaced by its name (:func:`request_name`)."""
+    from medssl.io.scan import redact_locations
+
+    name = request_name(request)
+    return redact_locations(str(exc), _request_locations(request, name)) or type(exc).__name__
+
+
+def _ensure(cache: PreprocessedCache, request: CacheRequest) -> tuple[str | None, str, str, tuple[int, ...] | None]:
     """Compute (or find) one entry: ``(key, status, reason, spatial shape)``.
 
-    Log records of the readers and the reason name the volume by its pseudonymous label, never by
-    its location (export folders carry patient names). A full disk is raised, not recorded.
+    Log records written meanwhile (the readers', pydicom's and nibabel's, preprocessing's) and the
+    reason name the volume by :func:`request_name`, never by its location. A full disk is raised, not
+    recorded: it is the cache's disk, not this volume (see ``PreprocessedCache._disk_full_is_fatal``).
     """
-    from medssl.io.scan import LocationRedactor, redacted_logs
+    from medssl.io.load import log_names
+    from medssl.io.scan import redacted_logs
 
-    redactor = LocationRedactor(request.locations(root))
-    label = request.volume_label()
+    name = request_name(request)
     try:
-        with redacted_logs(redactor):
+        with log_names(name), redacted_logs(_request_locations(request, name)):
             case = cache.get(request.image, request.mask, request.series_uid, modality=request.modality,
-                             label=label)
+                             label=name)
         return case.key, "ok", "", case.spatial_shape
     except DiskFullError:
-        raise  # the cache's disk, not this volume: fatal (see PreprocessedCache._disk_full_is_fatal)
+        raise
     except (MedsslError, OSError, ValueError) as exc:
-        reason = redactor(str(exc)) or type(exc).__name__
-        logger.warning("cannot preprocess %s: %s", label, reason)
+        reason = redacted_reason(request, exc)
+        logger.warning("cannot preprocess %s: %s", name, reason)
         return None, "error", reason, None
 
 
@@ -658,9 +654,9 @@ def _warm_worker_init(cache_dir: str, cfg: dict[str, Any], fingerprint: str, loa
                                     fingerprint=fingerprint)  # type: ignore[arg-type]
 
 
-def _warm_one(request: CacheRequest, root: str | None = None) -> tuple[str | None, str, str, tuple[int, ...] | None]:
+def _warm_one(request: CacheRequest) -> tuple[str | None, str, str, tuple[int, ...] | None]:
     assert _WARM_CACHE is not None
-    result = _ensure(_WARM_CACHE, request, root)
+    result = _ensure(_WARM_CACHE, request)
     _WARM_CACHE.close()
     return result
 

@@ -246,10 +246,10 @@ ONE_VOXEL_AXIS = "with one voxel along an axis (3D pretraining needs 2 or more)"
 
 
 def _volume_labels(table: Any, root: Path | None) -> list[str]:
-    """How logs name each row: its pseudonymous ``volume_id`` (see :meth:`CacheRequest.volume_label`)."""
-    from medssl.data.cache import requests_from_entries
+    """How logs name each row: its pseudonymous ``volume_id`` (:func:`medssl.data.cache.request_name`)."""
+    from medssl.data.cache import request_name, requests_from_entries
 
-    return [request.volume_label() for request in requests_from_entries(table, root)]
+    return [request_name(request) for request in requests_from_entries(table, root)]
 
 
 def one_voxel_axis_reason(shape: Any, spatial_dims: int) -> str | None:

@@ -46,7 +46,7 @@ from medssl.eval.evaluate import classifier_input_size, evaluate_segmentation, p
 from medssl.eval.finetune import finetune_classification, finetune_segmentation, resolve_device
 from medssl.eval.metrics import classification_table
 from medssl.eval.networks import SCRATCH, build_finetune_model, is_scratch, load_encoder
-from medssl.eval.probes import extract_features, knn_probe, linear_probe
+from medssl.eval.probes import extract_features, knn_k_used, knn_probe, linear_probe
 from medssl.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -222,6 +222,7 @@ def train_and_evaluate(
             probabilities = linear_probe(x_train, y_train, x_test, num_classes=cfg.num_classes, C=study.probe_c)
         else:
             probabilities = knn_probe(x_train, y_train, x_test, num_classes=cfg.num_classes, k=study.knn_k)
+            record["knn_k"] = knn_k_used(study.knn_k, len(train_ids))
         per_case = _long_classification(data, test_ids, probabilities)
         record["feature_dim"] = int(x_train.shape[1])
     elif cfg.task == "segmentation":

@@ -371,6 +371,18 @@ def read_header(
         NotDicomError: the file is not DICOM.
         VolumeReadError: the file cannot be opened or its header cannot be parsed.
     """
+    try:
+        return _read_header(os.fspath(path), salt, with_meta, known_series, limits)
+    except (VolumeReadError, KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # pydicom raises many kinds on a damaged header (NotImplementedError for a bad VR...)
+        cause = " ".join(str(exc).split())
+        raise VolumeReadError(path, f"DICOM header cannot be parsed ({type(exc).__name__}{': ' + cause if cause else ''})") from exc
+
+
+def _read_header(
+    path: str, salt: str | bytes | None, with_meta: bool, known_series: Container[str], limits: ReadLimits | None
+) -> DicomHeader:
     path = os.fspath(path)
     raw, dataset = read_raw(path, _WANTED, _SEQUENCE_TAGS)
     values = RawValues(raw.elements, raw.little_endian)

@@ -131,7 +131,9 @@ def decode_frames(
         raise VolumeReadError(name, "the file has no pixel data")
     try:
         stored = dataset.pixel_array
-    except Exception as exc:  # pydicom raises RuntimeError, ValueError, NotImplementedError...
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # pydicom raises RuntimeError, ValueError...; a Rust codec panics (pyo3 PanicException)
         raise _decode_error(dataset, name, exc) from exc
     photometric = str(dataset.get("PhotometricInterpretation", "")).upper()
     n_frames = int(dataset.get("NumberOfFrames", 1) or 1)

@@ -16,9 +16,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 from medssl.errors import VolumeReadError
 from medssl.io import deid
@@ -65,6 +67,21 @@ def _log_locations(path: str | os.PathLike | Sequence[str | os.PathLike], token:
     return locations
 
 
+_LOG_NAME: contextvars.ContextVar[str | None] = contextvars.ContextVar("medssl_log_name", default=None)
+
+
+@contextlib.contextmanager
+def log_names(name: str | None) -> Iterator[None]:
+    """Within the block, :func:`load_volume` names its source ``name`` in log records (a manifest's
+    ``volume_id``) unless a call passes ``log_name``; for callers that load through a loader
+    function of their own (the preprocessing cache)."""
+    token = _LOG_NAME.set(name)
+    try:
+        yield
+    finally:
+        _LOG_NAME.reset(token)
+
+
 def load_volume(
     path: str | os.PathLike | Sequence[str | os.PathLike],
     series_uid: str | None = None,
@@ -108,13 +125,13 @@ def load_volume(
     salt_bytes = deid.get_salt(salt)
     if not isinstance(path, (str, os.PathLike)) and not path:
         raise VolumeReadError("<empty list>", "no files given")
-    name = log_name or _log_name(path, salt_bytes)
+    name = log_name or _LOG_NAME.get() or _log_name(path, salt_bytes)
     with redacted_logs(_log_locations(path, name)):
         try:
             volume = _load(path, series_uid, on_uneven, nonfinite, modality, reorient, salt_bytes, limits, name)
-        except VolumeReadError:
+        except (VolumeReadError, KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
-        except Exception as exc:  # a reader's own exception: the rule is VolumeReadError, naming the file
+        except BaseException as exc:  # a reader's own exception (a codec's Rust panic too): VolumeReadError, naming the file
             cause = " ".join(str(exc).split())
             raise VolumeReadError(_source_text(path), f"unexpected {type(exc).__name__}" + (f": {cause}" if cause else "")) from exc
     if volume.meta.get("spacing_known") is False:

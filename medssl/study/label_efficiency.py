@@ -48,9 +48,9 @@ import pandas as pd
 
 from medssl.config import Config, dump_config
 from medssl.errors import ConfigError, DataError
-from medssl.eval.data import PATIENT, LabeledData, load_labeled_data
+from medssl.eval.data import PATIENT, LabeledData, load_labeled_data, resolve_stratify_column
 from medssl.eval.experiment import scratch_encoder_config, train_and_evaluate, whole_volume_features
-from medssl.eval.networks import is_scratch
+from medssl.eval.networks import check_patch_size, is_scratch
 from medssl.study.manifest import collect_environment, fingerprint_file, fingerprint_text, now_iso, write_manifest
 from medssl.study.summary import RESULT_COLUMNS
 from medssl.utils.atomic import atomic_write, atomic_write_text
@@ -121,12 +121,8 @@ def arm_config(config: Config, semi: str) -> Config:
     return arm
 
 
-def _stratify(config: Config, table: pd.DataFrame) -> str | None:
-    column = config.study.stratify_column
-    if column and column not in table.columns:
-        log.warning("study.stratify_column %r is not in the labels table; splitting without stratification", column)
-        return None
-    return column or None
+def _stratify(config: Config, table: pd.DataFrame, quiet: bool = False) -> str | None:
+    return resolve_stratify_column(config, table.columns, quiet=quiet)
 
 
 def make_splits(config: Config, data: LabeledData) -> list[Split]:
@@ -152,7 +148,7 @@ def plan_cells(config: Config, data: LabeledData, splits: Sequence[Split]) -> li
     from medssl.data.splits import nested_label_budgets
 
     study, table = config.study, data.table.set_index("case_id", drop=False)
-    stratify = _stratify(config, data.table)
+    stratify = _stratify(config, data.table, quiet=True)
     cells = []
     for split in splits:
         pool = table.loc[list(split.pool)].reset_index(drop=True)
@@ -272,6 +268,7 @@ def run_label_efficiency(
     for name, path in study.inits.items():
         if not is_scratch(path) and not Path(path).is_file():
             raise ConfigError(f"study.inits.{name}: encoder file {path} does not exist")
+    check_segmentation_patch_size(config)
     atomic_write_text(run_dir / "config.yaml", dump_config(config))
     if data is None:
         data = load_labeled_data(config, config.data.cache_dir or run_dir / "cache")
@@ -333,7 +330,7 @@ def run_label_efficiency(
             long.to_csv(handle, index=False)
         frames.append(long)
         computed += 1
-        headline = _headline(long)
+        headline = cell_headline(long, study.metric)
         log.info("cell %d/%d: %s, %d labeled case(s), seed %d, fold %d: %s (%.1f s)", number, len(plans),
                  plan.arm, plan.n_labeled, plan.seed, plan.fold, headline, outcome.record.get("seconds", 0.0))
     log.info("study: %d cell(s) computed, %d reused from %s", computed, len(plans) - computed, run_dir / "cells")
@@ -346,11 +343,32 @@ def run_label_efficiency(
     return results
 
 
-def _headline(long: pd.DataFrame) -> str:
-    for metric in ("dice", "correct"):
-        values = long.loc[long["metric"] == metric, "value"]
-        if len(values):
-            return f"mean {metric} {values.mean():.3f}"
+def check_segmentation_patch_size(config: Config) -> None:
+    """``finetune.patch_size`` fits the segmentation network of every init (checked before any data
+    is read; :func:`medssl.eval.networks.check_patch_size`)."""
+    from medssl.models import read_card
+
+    if config.finetune.task != "segmentation" or config.study.evaluation != "finetune":
+        return
+    architectures = [scratch_encoder_config(config, config.study.inits)]
+    architectures += [read_card(path)["encoder"] for path in config.study.inits.values() if not is_scratch(path)]
+    for architecture in architectures:
+        check_patch_size(architecture, config.finetune.patch_size)
+
+
+def cell_headline(long: pd.DataFrame, metric: str) -> str:
+    """One run's value of the study's headline ``metric`` for the log: the mean over the test cases
+    that have it (a case-level metric), or the metric of the whole test set (AUC, F1...)."""
+    from medssl.eval.metrics import CLASSIFICATION_METRICS, classification_metrics
+
+    values = long.loc[long["metric"] == metric, "value"]
+    if len(values) and values.notna().any():
+        return f"{metric} {values.mean():.3f} (mean over {int(values.notna().sum())} test case(s))"
+    if metric in CLASSIFICATION_METRICS and (long["metric"] == "target").any():
+        wide = long.pivot_table(index="case_id", columns="metric", values="value", aggfunc="first")
+        probs = sorted((c for c in wide.columns if str(c).startswith("prob_")), key=lambda c: int(str(c)[5:]))
+        score = classification_metrics(wide["target"].to_numpy(), wide[probs].to_numpy(), num_classes=len(probs))
+        return f"{metric} {score[metric]:.3f} (over {len(wide)} test case(s))"
     return f"{long['case_id'].nunique()} test case(s)"
 
 
