@@ -210,8 +210,14 @@ def run_demo(out: Path, quick: bool = False, overrides: Sequence[str] = ()) -> D
         print(f"[4/5] pretraining {method} ({number}/{len(config.demo.methods)}) on {len(entries)} volumes", flush=True)
         encoders[method] = _pretrain(config, method, entries, out / "pretrain" / method)
 
-    print("[5/5] label-efficiency study: scratch against each pretrained encoder", flush=True)
+    arms = "scratch against each pretrained encoder" + (
+        f", each also with {', '.join(m for m in config.study.semi or [] if m != 'none')} on the unlabeled volumes"
+        if any(m != "none" for m in config.study.semi or []) else "")
+    print(f"[5/5] label-efficiency study: {arms}", flush=True)
     config.study.inits = {"scratch": None, **{m: str(p) for m, p in encoders.items()}}
+    semi_arms = [m for m in (config.study.semi or []) if m != "none"]
+    if semi_arms and config.study.unlabeled is None:  # the archive a second time, test patients left out
+        config.study.unlabeled = str(manifest_path)
     study_dir = out / "study"
     report = run_study_from_config(config, study_dir)
     summary_path = study_dir / "summary.csv"

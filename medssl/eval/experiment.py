@@ -241,9 +241,17 @@ def train_and_evaluate(
         per_case = evaluate_segmentation(model, data.subset(list(test_ids)), cfg)
         record.update(history=history.as_dict(), transfer=model.transfer_summary())
     else:
+        unlabeled, strong = None, None
         if cfg.semi.method != "none":
-            raise ConfigError(f"finetune.semi.method={cfg.semi.method} is built for segmentation; classification "
-                              "fine-tuning has no consistency training yet (set finetune.semi.method=none)")
+            if cfg.classification_input != "whole" or unlabeled_entries is not None:
+                raise ConfigError("semi-supervised classification uses whole volumes of the labels table's pool: set "
+                                  "finetune.classification_input=whole and leave study.unlabeled unset")
+            unlabeled_ids = [c for c in unlabeled_ids if c not in set(train_ids)]
+            if unlabeled_ids:
+                unlabeled = WholeVolumeDataset(data.subset(unlabeled_ids), classifier_input_size(cfg), seed=seed + 104729,
+                                               flip_prob=0.5 if cfg.augment else 0.0, unlabeled=True)
+            strong = strong_view_for(config, data)
+            record.update(semi=cfg.semi.method, n_unlabeled=len(unlabeled_ids))
         model = build_finetune_model("classification", encoder_config, init, num_classes=cfg.num_classes, seed=seed,
                                      network_args=cfg.network_args)
         if cfg.classification_input == "whole":
@@ -252,7 +260,7 @@ def train_and_evaluate(
         else:
             dataset = _patch_dataset(data, train_ids, cfg, model.spatial_dims, seed, "label")
         history = finetune_classification(model, dataset, cfg, seed=seed, validation=data.subset(list(val_ids)),
-                                          num_workers=config.data.num_workers)
+                                          num_workers=config.data.num_workers, unlabeled=unlabeled, strong=strong)
         per_case = predict_classification(model, data.subset(list(test_ids)), cfg)
         record.update(history=history.as_dict(), transfer=model.transfer_summary())
     record["seconds"] = round(time.perf_counter() - started, 3)

@@ -264,8 +264,16 @@ def finetune_segmentation(
     after_step = None
     batches = iterate_batches(patches, cfg.batch_size, seed=seed, num_workers=num_workers)
     if cfg.semi.method != "none":
+        def truth_of(item: Any) -> torch.Tensor | None:
+            truth = item.get("truth")
+            if truth is None:
+                return None
+            known = truth >= 0  # -1: a volume without annotation
+            truth = torch.where(known, remap_mask(truth.clamp_min(0), cfg.mask_labels), torch.full_like(truth, -1))
+            return _to_spatial_dims(truth, model.spatial_dims)
+
         loss_of_batch, after_step, batches = _semi_supervised_step(
-            model, cfg, criterion, labeled_inputs, batches, unlabeled, strong, seed=seed, device=device,
+            model, cfg, criterion, labeled_inputs, truth_of, batches, unlabeled, strong, seed=seed, device=device,
             num_workers=num_workers, forward_items=forward_items, extra=history_extra)
 
     validate = None
@@ -285,14 +293,17 @@ def finetune_segmentation(
 
 def _semi_supervised_step(model: FinetuneModel, cfg: FinetuneConfig, criterion: nn.Module,
                           labeled_inputs: Callable[[Any], tuple[torch.Tensor, torch.Tensor]],
+                          truth_of: Callable[[Any], torch.Tensor | None],
                           labeled_batches: Iterator[Any], unlabeled: Dataset | None, strong: Any, *, seed: int,
                           device: torch.device, num_workers: int, forward_items: list[int],
                           extra: dict[str, Any]):
-    """The loss, after-step hook and batch stream of consistency training (``finetune.semi``).
+    """The loss, after-step hook and batch stream of consistency training (``finetune.semi``), for
+    segmentation (dense, per-voxel) and classification (per-case) alike.
 
     Before ``semi.start_step`` (and wherever the ramped weight is 0) a step is exactly a labels-only
     step. Afterwards one student forward runs on the labeled images and the strong views together
     (batch-norm statistics over both), the teacher on the weak views without gradient.
+    ``truth_of(item)``: the unlabeled items' own annotation (for the pseudo-label diagnostics only).
     """
     from medssl.eval.semi_supervised import ConsistencyObjective, build_strong_view
     from medssl.models.registry import encoder_class
@@ -302,7 +313,10 @@ def _semi_supervised_step(model: FinetuneModel, cfg: FinetuneConfig, criterion: 
         raise DataError(f"finetune.semi.method={semi.method} needs unlabeled volumes, and there are none "
                         "(the training pool outside the labeled cases, or study.unlabeled)")
     modules = tuple(getattr(encoder_class(str(model.encoder_config["name"])), "network_modules", ()) or ("encoder",))
-    objective = ConsistencyObjective(semi, cfg.num_classes, strong or build_strong_view("ct"), encoder_modules=modules)
+    if model.task == "classification":
+        modules = ("encoder",)
+    objective = ConsistencyObjective(semi, cfg.num_classes, strong or build_strong_view("ct"), encoder_modules=modules,
+                                     dense=model.task == "segmentation")
     unlabeled_batches = iterate_batches(unlabeled, semi.unlabeled_batch_size or cfg.batch_size,
                                         seed=seed + 7919, num_workers=num_workers)
     generator = make_torch_generator(seed, "semi-supervised")
@@ -321,11 +335,7 @@ def _semi_supervised_step(model: FinetuneModel, cfg: FinetuneConfig, criterion: 
             return criterion(network(image).float(), target)
         item = next(unlabeled_batches)
         weak = _to_spatial_dims(item["image"].float(), model.spatial_dims).to(device)
-        truth = item.get("truth")
-        if truth is not None:  # -1: a volume without annotation
-            known = truth >= 0
-            truth = torch.where(known, remap_mask(truth.clamp_min(0), cfg.mask_labels), torch.full_like(truth, -1))
-            truth = _to_spatial_dims(truth, model.spatial_dims)
+        truth = truth_of(item)
         teacher = state["teacher"] if state["teacher"] is not None else network
         probabilities = objective.teacher_probabilities(teacher, weak)
         views, boxes = objective.strong_inputs(weak, generator)
@@ -360,19 +370,32 @@ def finetune_classification(
     device: torch.device | str | None = None,
     validation: Sequence[LabeledCase] | None = None,
     num_workers: int = 0,
+    unlabeled: Dataset | None = None,
+    strong: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> FinetuneHistory:
-    """Train encoder + head with cross-entropy on items ``{"image": (C, *S), "label": int}``."""
+    """Train encoder + head with cross-entropy on items ``{"image": (C, *S), "label": int}``.
+
+    With ``cfg.semi.method`` other than ``none``, ``unlabeled`` items ``{"image"}`` (optionally
+    ``"truth"``) add the per-case consistency loss (pseudo-labels of whole cases; no CutMix)."""
     if model.task != "classification":
         raise ValueError(f"finetune_classification needs a classification model, got {model.task}")
     device = torch.device(device) if device is not None else resolve_device(cfg.device)
     criterion = nn.CrossEntropyLoss()
 
-    def loss_of_batch(network: nn.Module, batch: Any) -> torch.Tensor:
+    def labeled_inputs(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = _split_batch(batch, ["image", "label|target"])
         image = _to_spatial_dims(image.float(), model.spatial_dims).to(device)
         label = torch.as_tensor(label).long().reshape(-1).to(device)
         if int(label.max()) >= cfg.num_classes or int(label.min()) < 0:
             raise DataError(f"a case label lies outside [0, {cfg.num_classes - 1}] (finetune.num_classes)")
+        return image, label
+
+    forward_items = [0]
+    history_extra: dict[str, Any] = {}
+
+    def loss_of_batch(network: nn.Module, batch: Any) -> torch.Tensor:
+        image, label = labeled_inputs(batch)
+        forward_items[0] += image.shape[0]
         return criterion(network(image).float(), label)
 
     validate = None
@@ -386,4 +409,18 @@ def finetune_classification(
             return scores["auc"] if np.isfinite(scores["auc"]) else scores["balanced_accuracy"]
 
     batches = iterate_batches(dataset, cfg.batch_size, seed=seed, num_workers=num_workers)
-    return _train_loop(model, batches, cfg, loss_of_batch, device=device, validate=validate, desc="finetune cls")
+    after_step = None
+    if cfg.semi.method != "none":
+        def truth_of(item: Any) -> torch.Tensor | None:
+            truth = item.get("truth")
+            return None if truth is None else torch.as_tensor(truth).long().reshape(-1)
+
+        loss_of_batch, after_step, batches = _semi_supervised_step(
+            model, cfg, criterion, labeled_inputs, truth_of, batches, unlabeled, strong, seed=seed, device=device,
+            num_workers=num_workers, forward_items=forward_items, extra=history_extra)
+    history = _train_loop(model, batches, cfg, loss_of_batch, device=device, validate=validate,
+                          desc="finetune cls" if cfg.semi.method == "none" else f"finetune cls + {cfg.semi.method}",
+                          after_step=after_step)
+    history.forward_items = forward_items[0]
+    history.extra.update(history_extra)
+    return history

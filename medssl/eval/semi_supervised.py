@@ -252,7 +252,7 @@ def perturbed_features(network: nn.Module, module_names: Sequence[str], rate: fl
                           f"{type(network).__name__} (it has {sorted(modules)}); use finetune.semi.method=fixmatch")
 
     def drop(tensor: torch.Tensor) -> torch.Tensor:
-        if not torch.is_tensor(tensor) or tensor.ndim < 3 or not tensor.is_floating_point():
+        if not torch.is_tensor(tensor) or tensor.ndim < 2 or not tensor.is_floating_point():
             return tensor
         keep = (torch.rand(tensor.shape[:2], generator=generator) >= rate).to(tensor.dtype).to(tensor.device)
         return tensor * keep.reshape(*tensor.shape[:2], *([1] * (tensor.ndim - 2))) / (1.0 - rate)
@@ -339,16 +339,19 @@ class ConsistencyObjective:
         num_classes: classes of the segmentation output (background included).
         strong: the strong view's intensity augmentation ``f(x, generator)``.
         encoder_modules: the network's encoder module names (UniMatch's feature perturbation).
+        dense: per-voxel predictions (segmentation: CutMix, flips undone on the output) or one
+            prediction per case (classification: no CutMix).
     """
 
     def __init__(self, cfg: SemiSupervisedConfig, num_classes: int, strong: IntensityFn,
-                 encoder_modules: Sequence[str] = ()):
+                 encoder_modules: Sequence[str] = (), dense: bool = True):
         if cfg.method not in METHODS:
             raise ConfigError(f"finetune.semi.method={cfg.method!r}: choose one of {list(METHODS)}")
         self.cfg = cfg
         self.num_classes = int(num_classes)
         self.strong = strong
         self.encoder_modules = tuple(encoder_modules)
+        self.dense = bool(dense)
         self.thresholds = class_thresholds(cfg.threshold, self.num_classes)
         self.stats = PseudoLabelStats(self.num_classes)
 
@@ -372,14 +375,14 @@ class ConsistencyObjective:
         probabilities = torch.softmax(teacher(weak).float(), dim=1)
         if self.cfg.teacher_flips:
             flipped = torch.softmax(teacher(torch.flip(weak, dims=(2,))).float(), dim=1)
-            probabilities = 0.5 * (probabilities + torch.flip(flipped, dims=(2,)))
+            probabilities = 0.5 * (probabilities + (torch.flip(flipped, dims=(2,)) if self.dense else flipped))
         return probabilities
 
     def strong_inputs(self, weak: torch.Tensor, generator: torch.Generator) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The strong views of ``weak`` and their CutMix boxes (empty boxes for methods without CutMix)."""
         views, boxes = [], []
         spatial = tuple(weak.shape[2:])
-        use_cutmix = self.cfg.method in ("fixmatch", "unimatch")
+        use_cutmix = self.dense and self.cfg.method in ("fixmatch", "unimatch")
         for _ in range(self.strong_views):
             view = self.strong(weak, generator)
             box = (cutmix_boxes(weak.shape[0], spatial, generator, prob=self.cfg.cutmix_prob) if use_cutmix
@@ -405,8 +408,12 @@ class ConsistencyObjective:
             loss = masked_kl(strong_logits[0], target, mask, num_classes=k, class_balanced=cfg.class_balanced)
             logs["consistency"] = float(loss.detach())
             return loss, logs
-        terms = [pseudo_label_loss(z, apply_cutmix(labels, box), apply_cutmix(mask, box), num_classes=k,
-                                   class_balanced=cfg.class_balanced) for z, box in zip(strong_logits, boxes)]
+        if self.dense:
+            targets = [(apply_cutmix(labels, box), apply_cutmix(mask, box)) for box in boxes]
+        else:
+            targets = [(labels, mask)] * len(strong_logits)
+        terms = [pseudo_label_loss(z, y, m, num_classes=k, class_balanced=cfg.class_balanced)
+                 for z, (y, m) in zip(strong_logits, targets)]
         loss = sum(terms) / len(terms)
         if cfg.method == "unimatch":
             with perturbed_features(student, self.encoder_modules, cfg.feature_dropout, generator):

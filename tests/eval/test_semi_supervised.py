@@ -246,3 +246,20 @@ def test_semi_supervised_runs_need_unlabeled_cases_and_never_test_cases(cohort):
         _run(cohort, "finetune.semi.method=fixmatch", unlabeled=())
     with pytest.raises(ConfigError, match="test"):
         _run(cohort, "finetune.semi.method=fixmatch", unlabeled=("case04", "case08"))
+
+
+@pytest.mark.parametrize("method", ["fixmatch", "unimatch"])
+def test_classification_uses_unlabeled_cases_per_case(cohort, method):
+    """Per-case pseudo-labels for case-level classes (no CutMix); the pool's labels are diagnostics."""
+    from medssl.eval.experiment import train_and_evaluate
+
+    labels, data = cohort
+    config = _config(labels, "finetune.task=classification", "finetune.num_classes=2", "finetune.mask_labels=null",
+                     "finetune.input_size=[32,32]", f"finetune.semi.method={method}", "finetune.semi.threshold=0.0")
+    outcome = train_and_evaluate(config, data, None, train_ids=["case00", "case01"], test_ids=["case08", "case09"],
+                                 unlabeled_ids=["case04", "case05", "case06", "case07"], seed=3)
+    history = outcome.record["history"]
+    assert outcome.record["n_unlabeled"] == 4 and history["semi_steps"] == 4
+    assert sum(c or 0 for c in history["pseudo_label_coverage"]) > 0
+    assert any(a is not None for a in history["pseudo_label_accuracy"])
+    assert set(outcome.per_case["case_id"]) == {"case08", "case09"}
