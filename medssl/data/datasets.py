@@ -55,8 +55,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medssl.config import AugmentationConfig, DataConfig
-from medssl.data.cache import CacheRequest, CachedCase, PreprocessedCache, request_from_row, requests_from_entries
-from medssl.errors import ConfigError, DataError
+from medssl.data.cache import (
+    CacheRequest,
+    CachedCase,
+    PreprocessedCache,
+    redacted_reason,
+    request_from_row,
+    request_name,
+    requests_from_entries,
+)
+from medssl.errors import ConfigError, DataError, DiskFullError, MedsslError
 from medssl.transforms.spatial import SpatialAugmentation, draw_view_geometry, sample_patch
 from medssl.transforms.views import MultiCropGenerator, TwoViewGenerator, _extent, valid_centre_range
 from medssl.utils.seeding import make_rng, make_torch_generator
@@ -137,7 +145,16 @@ def limited_threads(threads: int | None) -> Iterator[None]:
 
 
 def _get_case(cache: PreprocessedCache, request: CacheRequest) -> CachedCase:
-    return cache.get(request.image, request.mask, request.series_uid, modality=request.modality)
+    """The cached case of ``request``; a failure names the volume by its pseudonymous key, never its
+    location (a volume that changed or vanished after the cache was warmed), a full disk stays one."""
+    try:
+        return cache.get(request.image, request.mask, request.series_uid, modality=request.modality,
+                         label=request_name(request))
+    except DiskFullError:
+        raise
+    except (MedsslError, OSError, ValueError) as exc:
+        raise DataError(f"volume {request_name(request)} cannot be loaded from the preprocessing cache: "
+                        f"{redacted_reason(request, exc)}") from None
 
 
 class PretrainDataset(Dataset):
@@ -395,7 +412,7 @@ class LabeledPatchDataset(Dataset):
         self.unlabeled = bool(unlabeled)
         missing = [i for i, r in enumerate(self.requests) if r.mask is None]
         if missing and not self.unlabeled:
-            raise DataError(f"{len(missing)} labeled rows have no mask (first: {table.iloc[missing[0]]['path']}); "
+            raise DataError(f"{len(missing)} labeled rows have no mask (first: {request_name(self.requests[missing[0]])}); "
                             "give a mask_path column")
         self.labels = None
         if label_column is not None:

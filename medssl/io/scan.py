@@ -47,7 +47,7 @@ from medssl.io.dicom_header import DicomHeader, read_header
 from medssl.io.dicom_raw import EmptyFileError, NotDicomError
 from medssl.io.limits import ReadLimits, as_limits
 from medssl.io.nifti import is_nifti_path, nifti_summary
-from medssl.utils.logging import progress_enabled
+from medssl.utils.logging import progress_options
 
 logger = logging.getLogger(__name__)
 
@@ -413,7 +413,7 @@ def scan_files(
         return records
     limits = as_limits(limits)
     workers = default_workers(len(rels)) if workers is None else workers
-    bar = tqdm(total=len(rels), unit="file", desc="manifest", disable=not (progress and progress_enabled()))
+    bar = tqdm(total=len(rels), unit="file", desc="manifest", **progress_options(progress))
     try:
         if workers <= 1:
             seen: set[str] = set()
