@@ -259,3 +259,24 @@ def test_finetuning_runs_hold_their_folder_too(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_full_disk_while_appending_metrics_is_named(tmp_path):
+    from medssl.engine.metrics_log import MetricsLog
+
+    log = MetricsLog.open(tmp_path, tensorboard=False)
+    log.write({"step": 1, "loss": 2.0})
+
+    class FullDisk:
+        closed = False
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        flush = close = write
+
+    good, log._handle = log._handle, FullDisk()
+    with pytest.raises(DiskFullError, match=f"disk full: no space left in folder {tmp_path} to write the metrics log"):
+        log.write({"step": 2, "loss": 1.5})
+    good.close()
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == ["step,loss", "1,2.0"]  # what was written stays
