@@ -14,19 +14,68 @@ from __future__ import annotations
 
 import copy
 import os
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from medssl.errors import ConfigError
 
 
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field's type takes ``True``/``False`` as such (``bool``, ``Any``, a union or literal
+    with a bool, a model)."""
+    if annotation is bool or annotation is Any or annotation is object:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return any(isinstance(arg, bool) for arg in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return any(_admits_bool(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+def _bool_where_number(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` puts a bool where ``annotation`` wants a number (also inside lists/tuples).
+
+    Pydantic's lax mode reads ``True`` as 1 for an ``int`` or ``float`` field, so
+    ``pretrain.steps=true`` would train one step; YAML also reads ``yes``/``on`` as booleans.
+    """
+    if isinstance(value, bool):
+        return not _admits_bool(annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return len(members) == 1 and _bool_where_number(members[0], value)
+    if origin in (list, tuple, set, frozenset) and isinstance(value, (list, tuple)):
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        if not args:
+            return False
+        if origin is tuple and len(args) == len(value) and len(typing.get_args(annotation)) == len(value):
+            return any(_bool_where_number(a, v) for a, v in zip(args, value))
+        return any(_bool_where_number(args[0], v) for v in value)
+    return False
+
+
 class Section(BaseModel):
-    """Base of every config section: unknown keys are refused, values are validated on assignment."""
+    """Base of every config section: unknown keys are refused, values are validated on assignment,
+    and a boolean is never read as a number (``steps: true`` is an error, not one step)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name) if info.field_name else None
+        if field is not None and _bool_where_number(field.annotation, value):
+            raise ValueError(f"expected a number, got the boolean {value!r} (YAML reads true/false/yes/no/on/off "
+                             "as booleans)")
+        return value
 
 
 class PreprocessConfig(Section):
@@ -68,6 +117,9 @@ class PreprocessConfig(Section):
 class DataConfig(Section):
     """Where the images are: a manifest (CSV or Parquet, from ``medssl manifest``) or a root folder.
 
+    ``exclude``: a labels table (CSV or Parquet, ``study.labels``): every volume of its patients
+    (matched by ``patient_key`` or by ``image`` path) is left out of pretraining, so the encoder never
+    sees the scans a study fine-tunes and scores on.
     ``samples_per_volume`` is how many items (each a set of views) one volume gives per epoch;
     ``worker_threads`` caps torch's threads in each loader worker so that workers do not fight the
     model for the same cores.
@@ -75,6 +127,7 @@ class DataConfig(Section):
 
     manifest: str | None = None
     root: str | None = None
+    exclude: str | None = None
     cache_dir: str | None = None
     modalities: list[str] | None = None
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
@@ -104,6 +157,13 @@ class AugmentationConfig(Section):
     device (``dataset.batch_augment``) instead of in the loader workers. ``shared_geometry``: the
     views are one crop (same geometry), augmented in intensity only, so their voxels correspond
     (dense methods such as ``local_contrastive`` need it; ``view_overlap`` is then unused).
+
+    2D views (two ``patch_size`` entries) of 3D volumes are cropped from one slice per item, drawn
+    uniformly along ``slice_axis`` (``auto``: the axis with the largest voxel spacing, the
+    acquisition's slice axis; ties -> the last axis, Z; or 0, 1, 2), with ``slice_context``
+    neighbouring slices on each side as extra channels (2.5D; edge slices repeated;
+    ``pretrain.encoder.in_channels`` must then be the image channels times ``2 * slice_context + 1``).
+    See :mod:`medssl.data.slices`.
     """
 
     preset: str = "ct"
@@ -117,6 +177,8 @@ class AugmentationConfig(Section):
     args: dict[str, Any] = Field(default_factory=dict)
     device_side: bool = False
     shared_geometry: bool = False
+    slice_axis: Literal["auto", 0, 1, 2] = "auto"
+    slice_context: int = Field(default=0, ge=0)
 
     @field_validator("view_overlap")
     @classmethod
@@ -279,6 +341,25 @@ class FinetuneConfig(Section):
     the CPU (:mod:`medssl.utils.memory_format`; about twice as fast, same results up to rounding).
     ``class_names``: mask value -> name (``{1: liver, 2: kidneys}``) for the reports' per-class
     tables; unnamed classes show as ``class k``.
+
+    The 2D slice track (a 2D encoder, ``pretrain.encoder.spatial_dims: 2``, two ``patch_size``
+    entries) on 3D volumes: training patches are cut from slices along ``slice_axis`` (``auto``: per
+    volume, the axis with the largest voxel spacing in the cached volume, the acquisition's slice
+    axis; ties -> the last axis, Z; or 0, 1, 2 for x, y, z), centred as in 3D (``pos_fraction``,
+    ``class_balanced``); at test every slice along that axis is predicted (batched), the slices are
+    stacked back into the volume's grid and scored with the same 3D metrics as the 3D track.
+    ``slice_context`` > 0 makes it 2.5D: that many neighbouring slices on each side are extra
+    input channels (edge slices repeated), so the network takes ``image channels * (2 *
+    slice_context + 1)`` channels. 2D images (``Z == 1``) are sliced along Z. See
+    :mod:`medssl.data.slices` and ``docs/studies.md``.
+
+    ``intensity_augmentation``: the intensity recipe of the training patches, the same for every
+    arm of a study (scratch included): ``none``; ``mild`` (noise, blur, gamma, scale: nnU-Net's
+    set, lighter); ``contrast_randomization`` (``mild`` plus, per case modality, a random CT
+    window, a random smooth non-monotone intensity curve and inversion: the domain randomisation
+    of SynthSeg, Billot et al. 2023). ``intensity_args`` overrides its probabilities
+    (``window_prob``, ``curve_prob``, ``inversion_prob``, ``mild_prob``) and ``curve_controls``.
+    See :mod:`medssl.transforms.finetune_intensity` and ``docs/augmentations.md``.
     """
 
     task: Literal["segmentation", "classification"] = "segmentation"
@@ -312,6 +393,10 @@ class FinetuneConfig(Section):
     class_balanced: bool = False
     transfer_decoder: bool = True
     channels_last: bool = True
+    slice_axis: Literal["auto", 0, 1, 2] = "auto"
+    slice_context: int = Field(0, ge=0)
+    intensity_augmentation: Literal["none", "mild", "contrast_randomization"] = "none"
+    intensity_args: dict[str, Any] = Field(default_factory=dict)
     semi: SemiSupervisedConfig = Field(default_factory=SemiSupervisedConfig)
 
     @field_validator("patch_size", "input_size")
@@ -355,6 +440,12 @@ class StudyConfig(Section):
     the splits are stratified on; ``auto`` (default) is ``finetune.label_column`` when the labels
     table has it and no stratification otherwise (a segmentation table need not have a class
     column; the log says which was chosen); ``null``: never.
+
+    A designated test set is used as given (:mod:`medssl.data.fixed_split`): ``test_cases`` lists
+    the test case ids, or the labels table's ``split_column`` (default ``split``; ``null`` ignores
+    it) marks each row ``train``, ``val`` or ``test``. Those cases are never drawn into training;
+    other scans of a test patient are left out of training; ``test_fraction`` is then unused and
+    ``folds`` must be 0. ``medssl finetune`` honours the same settings.
     """
 
     labels: str | None = None
@@ -370,6 +461,8 @@ class StudyConfig(Section):
     test_fraction: float = Field(0.3, gt=0, lt=1)
     val_fraction: float = Field(0.0, ge=0, lt=1)
     folds: int = Field(0, ge=0)
+    test_cases: list[str] | None = None
+    split_column: str | None = "split"
     evaluation: Literal["finetune", "linear_probe", "knn_probe"] = "finetune"
     knn_k: int = Field(5, ge=1)
     probe_c: float = Field(1.0, gt=0)
@@ -417,6 +510,24 @@ class StudyConfig(Section):
         if value == 1:
             raise ValueError("folds must be 0 (one fixed test split) or >= 2 (k-fold)")
         return value
+
+    @field_validator("test_cases", mode="before")
+    @classmethod
+    def _test_cases(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, (str, int)) or not len(value):
+            raise ValueError("test_cases must be a non-empty list of case ids (or null to draw the test set)")
+        values = [str(v) for v in value]
+        if len(set(values)) != len(values):
+            raise ValueError("test_cases lists a case id twice")
+        return values
+
+    @model_validator(mode="after")
+    def _designated_test_without_folds(self) -> "StudyConfig":
+        if self.test_cases and self.folds:
+            raise ValueError("test_cases fix the test set; they do not combine with folds (k-fold draws its own)")
+        return self
 
 
 class DemoConfig(Section):

@@ -64,7 +64,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 import numpy as np
 
 from medssl.config import PreprocessConfig
-from medssl.errors import DataError, MedsslError
+from medssl.errors import DataError, DiskFullError, MedsslError, is_disk_full
 from medssl.io.volume import Volume
 from medssl.utils.atomic import atomic_write, atomic_write_text
 
@@ -259,10 +259,11 @@ class PreprocessedCache:
 
     # ------------------------------------------------------------------ public API
     def get(self, image_path: SourceSpec, mask_path: str | os.PathLike | None = None,
-            series_uid: str | None = None, *, modality: str | None = None) -> CachedCase:
+            series_uid: str | None = None, *, modality: str | None = None, label: str | None = None) -> CachedCase:
         """The preprocessed case for these sources: read from the cache, or computed and stored.
 
-        ``modality`` overrides the loaded volume's (a NIfTI file carries none). Raises
+        ``modality`` overrides the loaded volume's (a NIfTI file carries none); ``label`` is how
+        preprocessing's log records name the volume (its pseudonymous ``volume_id``). Raises
         :class:`medssl.errors.VolumeReadError` when the source cannot be read and
         :class:`DataError` when a path does not exist.
         """
@@ -278,7 +279,7 @@ class PreprocessedCache:
                 case = self._open_entry(key, expect_mask=mask_path is not None, first=False)
                 if case is None:
                     self.stats["misses"] += 1
-                    self._compute(key, image_path, mask_path, series_uid, modality)
+                    self._compute(key, image_path, mask_path, series_uid, modality, label)
                     case = self._open_entry(key, expect_mask=mask_path is not None, first=False)
             if case is None:  # pragma: no cover - only if the file system lies
                 raise DataError(f"cache entry {key} in {self.cache_dir} could not be read back after writing")
@@ -305,46 +306,45 @@ class PreprocessedCache:
 
         ``workers`` processes (0: in this process), started with ``mp_context`` (the platform's
         default when None: ``fork`` on Linux, cheap; ``spawn`` re-imports torch in each worker).
-        A row that fails (unreadable file) is logged and reported, never fatal. Returns a DataFrame
-        ``key, status, reason`` in row order (``status`` is ``ok`` or ``error``).
+        A row that fails (unreadable file) is logged under its pseudonymous ``volume_id`` and
+        reported, never fatal; a full disk is (:class:`~medssl.errors.DiskFullError`, naming the
+        cache folder). Returns a DataFrame ``key, status, reason, shape`` in row order (``status``
+        is ``ok`` or ``error``; ``reason`` names no location; ``shape`` is the cached spatial shape).
         """
         import pandas as pd
 
-        from medssl.utils.logging import progress_enabled
+        from medssl.utils.logging import progress_bar
 
         requests = requests_from_entries(entries, root)
-        results: list[tuple[str | None, str, str]] = [(None, "error", "not run")] * len(requests)
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:  # pragma: no cover
-            tqdm = None
-        bar = tqdm(total=len(requests), desc="preprocess", unit="vol", disable=not progress_enabled()) if tqdm else None
-        if workers and workers > 0 and len(requests) > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+        results: list[tuple[str | None, str, str, tuple[int, ...] | None]] = \
+            [(None, "error", "not run", None)] * len(requests)
+        with progress_bar(total=len(requests), desc="preprocess", unit="vol") as bar:
+            if workers and workers > 0 and len(requests) > 1:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            context = multiprocessing.get_context(mp_context)
-            init_args = (str(self.cache_dir), self.cfg.model_dump(mode="json"), self.fingerprint, self.loader)
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                     initializer=_warm_worker_init, initargs=init_args) as pool:
-                futures = {pool.submit(_warm_one, request): i for i, request in enumerate(requests)}
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    if bar:
-                        bar.update(1)
-        else:
-            for i, request in enumerate(requests):
-                results[i] = _ensure(self, request)
-                self.close()
-                if bar:
+                context = multiprocessing.get_context(mp_context)
+                init_args = (str(self.cache_dir), self.cfg.model_dump(mode="json"), self.fingerprint, self.loader)
+                with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                         initializer=_warm_worker_init, initargs=init_args) as pool:
+                    futures = {pool.submit(_warm_one, request): i for i, request in enumerate(requests)}
+                    try:
+                        for future in as_completed(futures):
+                            results[futures[future]] = future.result()
+                            bar.update(1)
+                    except BaseException:
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise
+            else:
+                for i, request in enumerate(requests):
+                    results[i] = _ensure(self, request)
+                    self.close()
                     bar.update(1)
-        if bar:
-            bar.close()
-        failed = sum(status != "ok" for _, status, _ in results)
+        failed = sum(status != "ok" for _, status, _, _ in results)
         if failed:
             logger.warning("%d of %d volumes could not be preprocessed (see the returned table)", failed, len(results))
         return pd.DataFrame({"key": [r[0] for r in results], "status": [r[1] for r in results],
-                             "reason": [r[2] for r in results]})
+                             "reason": [r[2] for r in results], "shape": [r[3] for r in results]})
 
     def prune_temporaries(self, older_than_s: float = 3600.0) -> int:
         """Delete temporary files left by killed writes (older than ``older_than_s``); returns the count."""
@@ -364,13 +364,15 @@ class PreprocessedCache:
         loader = self.loader or _default_loader
         return loader(source, series_uid)
 
-    def _compute(self, key: str, image_path: SourceSpec, mask_path, series_uid, modality) -> None:
+    def _compute(self, key: str, image_path: SourceSpec, mask_path, series_uid, modality,
+                 label: str | None = None) -> None:
         from medssl.data.preprocess import preprocess_volume
 
         started = time.perf_counter()
         volume = self._load(image_path, series_uid)
-        if modality:
-            volume = Volume(volume.array, volume.affine, str(modality).upper(), volume.meta)
+        meta = dict(volume.meta)
+        meta["source"] = label or "<volume>"  # how preprocessing's log records name it (no path)
+        volume = Volume(volume.array, volume.affine, str(modality).upper() if modality else volume.modality, meta)
         mask = None
         if mask_path is not None:
             mask = self._load(mask_path, None)
@@ -384,11 +386,12 @@ class PreprocessedCache:
                                 f"({labels.min():g}..{labels.max():g}); store integer labels 0..255")
             mask_array = labels.astype(np.uint8)
         paths = self._paths(key)
-        with atomic_write(paths["image"], "wb") as handle:
-            np.save(handle, image_array)
-        if mask_array is not None:
-            with atomic_write(paths["mask"], "wb") as handle:
-                np.save(handle, mask_array)
+        with self._disk_full_is_fatal():
+            with atomic_write(paths["image"], "wb") as handle:
+                np.save(handle, image_array)
+            if mask_array is not None:
+                with atomic_write(paths["mask"], "wb") as handle:
+                    np.save(handle, mask_array)
         sidecar = {
             "format": CACHE_FORMAT_VERSION,
             "code": PREPROCESS_CODE_VERSION,
@@ -405,8 +408,24 @@ class PreprocessedCache:
             "config": json.loads(self._config_json),
             "seconds": round(time.perf_counter() - started, 3),
         }
-        atomic_write_text(paths["sidecar"], json.dumps(sidecar, indent=1))  # the commit marker
+        with self._disk_full_is_fatal():
+            atomic_write_text(paths["sidecar"], json.dumps(sidecar, indent=1))  # the commit marker
         logger.debug("cached %s in %.2fs", key, sidecar["seconds"])
+
+    @contextlib.contextmanager
+    def _disk_full_is_fatal(self) -> Iterator[None]:
+        """A full disk names the cache folder and the setting that moves it: it is not a property of
+        the volume, so every later volume would fail the same way (never skip volumes for it)."""
+        try:
+            yield
+        except (DiskFullError, OSError) as exc:
+            if not is_disk_full(exc):
+                raise
+            raise DiskFullError(
+                self.cache_dir, "the preprocessing cache", folder=self.cache_dir,
+                hint="the entries written so far are kept; free space there, or set data.cache_dir to a folder "
+                     "on a disk with more room, and run again",
+            ) from exc
 
     def _open_entry(self, key: str, *, expect_mask: bool, first: bool) -> CachedCase | None:
         paths = self._paths(key)
@@ -591,19 +610,36 @@ def _request_locations(request: CacheRequest, name: str) -> dict[str, str]:
     return locations
 
 
-def _ensure(cache: PreprocessedCache, request: CacheRequest) -> tuple[str | None, str, str]:
-    from medssl.io.load import log_names
+def redacted_reason(request: CacheRequest, exc: BaseException) -> str:
+    """The text of ``exc`` with the request's locations replaced by its name (:func:`request_name`)."""
     from medssl.io.scan import redact_locations
 
     name = request_name(request)
+    return redact_locations(str(exc), _request_locations(request, name)) or type(exc).__name__
+
+
+def _ensure(cache: PreprocessedCache, request: CacheRequest) -> tuple[str | None, str, str, tuple[int, ...] | None]:
+    """Compute (or find) one entry: ``(key, status, reason, spatial shape)``.
+
+    Log records written meanwhile (the readers', pydicom's and nibabel's, preprocessing's) and the
+    reason name the volume by :func:`request_name`, never by its location. A full disk is raised, not
+    recorded: it is the cache's disk, not this volume (see ``PreprocessedCache._disk_full_is_fatal``).
+    """
+    from medssl.io.load import log_names
+    from medssl.io.scan import redacted_logs
+
+    name = request_name(request)
     try:
-        with log_names(name):
-            case = cache.get(request.image, request.mask, request.series_uid, modality=request.modality)
-        return case.key, "ok", ""
+        with log_names(name), redacted_logs(_request_locations(request, name)):
+            case = cache.get(request.image, request.mask, request.series_uid, modality=request.modality,
+                             label=name)
+        return case.key, "ok", "", case.spatial_shape
+    except DiskFullError:
+        raise
     except (MedsslError, OSError, ValueError) as exc:
-        reason = redact_locations(str(exc), _request_locations(request, name)) or type(exc).__name__
+        reason = redacted_reason(request, exc)
         logger.warning("cannot preprocess %s: %s", name, reason)
-        return None, "error", reason
+        return None, "error", reason, None
 
 
 _WARM_CACHE: PreprocessedCache | None = None
@@ -618,7 +654,7 @@ def _warm_worker_init(cache_dir: str, cfg: dict[str, Any], fingerprint: str, loa
                                     fingerprint=fingerprint)  # type: ignore[arg-type]
 
 
-def _warm_one(request: CacheRequest) -> tuple[str | None, str, str]:
+def _warm_one(request: CacheRequest) -> tuple[str | None, str, str, tuple[int, ...] | None]:
     assert _WARM_CACHE is not None
     result = _ensure(_WARM_CACHE, request)
     _WARM_CACHE.close()

@@ -9,8 +9,9 @@ Design (what makes the numbers trustworthy):
 
 * **Patient-level, fixed test set.** The labeled cases are split once by patient
   (:func:`medssl.data.splits.split_by_patient`, seed ``config.seed``, stratified on
-  ``study.stratify_column``); the test cases are the same for every budget, seed and
-  initialisation. With ``study.folds >= 2`` each patient-level fold
+  ``study.stratify_column``), or the designated test set is used as given (``study.test_cases``
+  or a ``split`` column of the labels table, :mod:`medssl.data.fixed_split`); the test cases are
+  the same for every budget, seed and initialisation. With ``study.folds >= 2`` each patient-level fold
   (:func:`~medssl.data.splits.kfold_by_patient`) is the test set in turn and the results cover
   every case once per seed.
 * **Nested budgets per seed.** For seed ``s`` the labeled subsets of the training pool come from
@@ -52,6 +53,7 @@ from medssl.eval.data import PATIENT, LabeledData, load_labeled_data, resolve_st
 from medssl.eval.experiment import scratch_encoder_config, train_and_evaluate, whole_volume_features
 from medssl.eval.networks import check_patch_size, is_scratch
 from medssl.study.manifest import collect_environment, fingerprint_file, fingerprint_text, now_iso, write_manifest
+from medssl.study.overlays import SLICES_SUFFIX, overlay_cell, overlay_slices, save_slices
 from medssl.study.summary import RESULT_COLUMNS
 from medssl.utils.atomic import atomic_write, atomic_write_text
 from medssl.utils.seeding import derive_seed
@@ -126,21 +128,43 @@ def _stratify(config: Config, table: pd.DataFrame, quiet: bool = False) -> str |
 
 
 def make_splits(config: Config, data: LabeledData) -> list[Split]:
-    """The patient-level test set(s) of the study (see module docstring)."""
-    from medssl.data.splits import kfold_by_patient, split_by_patient
+    """The patient-level test set(s) of the study (see module docstring); a designated test set
+    (``study.test_cases`` or the labels table's ``study.split_column``) is used as given."""
+    from medssl.data.fixed_split import designated_sides
+    from medssl.data.splits import kfold_by_patient
 
     study, table = config.study, data.table
     stratify = _stratify(config, table)
+    if study.folds >= 2 and designated_sides(table, study.split_column) is not None:
+        raise ConfigError(f"the labels table's {study.split_column!r} column designates a test set; it does not "
+                          "combine with study.folds (set study.split_column: null to draw k folds)")
     if study.folds >= 2:
         if study.val_fraction > 0:
             raise ConfigError("study.val_fraction with study.folds is not supported: use one or the other")
         folds = kfold_by_patient(table, study.folds, seed=config.seed, patient_col=PATIENT, stratify_col=stratify)
         return [Split(int(f), tuple(table.loc[folds != f, "case_id"]), (), tuple(table.loc[folds == f, "case_id"]))
                 for f in sorted(folds.unique())]
-    sides = split_by_patient(table, patient_col=PATIENT, test_fraction=study.test_fraction,
-                             val_fraction=study.val_fraction, seed=config.seed, stratify_col=stratify)
+    sides = study_sides(config, table, stratify)
     return [Split(0, tuple(table.loc[sides == "train", "case_id"]), tuple(table.loc[sides == "val", "case_id"]),
                   tuple(table.loc[sides == "test", "case_id"]))]
+
+
+def designated_test_set(config: Config, table: pd.DataFrame) -> bool:
+    """Whether the study's test set is designated (``study.test_cases`` or a split column) rather than drawn."""
+    from medssl.data.fixed_split import designated_sides
+
+    return bool(config.study.test_cases) or designated_sides(table, config.study.split_column) is not None
+
+
+def study_sides(config: Config, table: pd.DataFrame, stratify: str | None = None) -> pd.Series:
+    """``train``/``val``/``test`` (or ``excluded``) per row of the labels table: the designated test
+    set when there is one, else a patient-level draw (:func:`medssl.data.fixed_split.split_with_designated_test`)."""
+    from medssl.data.fixed_split import split_with_designated_test
+
+    study = config.study
+    return split_with_designated_test(table, test_cases=study.test_cases, split_column=study.split_column,
+                                      patient_col=PATIENT, test_fraction=study.test_fraction,
+                                      val_fraction=study.val_fraction, seed=config.seed, stratify_col=stratify)
 
 
 def plan_cells(config: Config, data: LabeledData, splits: Sequence[Split]) -> list[CellPlan]:
@@ -293,6 +317,7 @@ def run_label_efficiency(
         "n_patients": int(data.table[PATIENT].nunique()),
         "seeds": {"config_seed": config.seed, "study_seeds": list(study.seeds),
                   "cell_seed": "derive_seed(config.seed, 'cell', seed, fold, budget)"},
+        "test_set": "designated" if designated_test_set(config, data.table) else "drawn",
         "splits": [{"fold": s.fold, "test": list(s.test), "val": list(s.val), "pool_size": len(s.pool)} for s in splits],
         "inits": {name: {"path": None if is_scratch(path) else str(Path(path).resolve()),
                          "fingerprint": init_prints[name]} for name, path in study.inits.items()},
@@ -304,6 +329,7 @@ def run_label_efficiency(
     write_manifest(run_dir / "manifest.json", manifest)
 
     features: dict[str, dict] = {}
+    segmentation = config.finetune.task == "segmentation" and study.evaluation == "finetune"
     frames, computed = [], 0
     for number, plan in enumerate(plans, start=1):
         key = _cell_key(base_key, plan, init_prints[plan.init])
@@ -315,11 +341,17 @@ def run_label_efficiency(
         init_path = study.inits[plan.init]
         if study.evaluation != "finetune" and plan.init not in features:
             features[plan.init] = whole_volume_features(config, data, init_path, encoder_config)
+        pictures = segmentation and overlay_cell(plan, study.budgets, study.seeds)
         outcome = train_and_evaluate(arm_config(config, plan.semi), data, init_path, train_ids=plan.train_ids,
                                      test_ids=plan.test_ids, val_ids=plan.val_ids, seed=seed,
                                      encoder_config=encoder_config, features=features.get(plan.init),
                                      unlabeled_ids=plan.unlabeled_ids,
-                                     unlabeled_entries=archive.get(plan.fold) if plan.semi != "none" else None)
+                                     unlabeled_entries=archive.get(plan.fold) if plan.semi != "none" else None,
+                                     keep_model=pictures)
+        if pictures and outcome.model is not None:  # one slice per test case for the report's overlays
+            save_slices(_cell_paths(run_dir, plan)[0].with_suffix(SLICES_SUFFIX),
+                        overlay_slices(outcome.model, data.subset(list(plan.test_ids)), config.finetune))
+            outcome.model = None
         long = to_long(outcome.per_case, plan)
         record = dict(outcome.record, cell_key=key, init=plan.init, arm=plan.arm, semi=plan.semi,
                       budget=plan.budget, seed=plan.seed, fold=plan.fold, cell_seed=seed,
@@ -393,13 +425,16 @@ def arm_costs(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 def run_study_from_config(config: Config, run_dir: str | os.PathLike, *, resume: bool = True) -> Path:
     """Run the study of ``config`` in ``run_dir`` and write its report; returns ``report.md``."""
-    from medssl.study.report import write_report
+    from medssl.study.overlays import write_overlays
+    from medssl.study.report import class_label_of, write_report
 
     run_dir = Path(run_dir)
     results = run_label_efficiency(config, run_dir, resume=resume)
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     metric = config.study.metric
+    overlays = write_overlays(run_dir, results, metric if metric in set(results["metric"]) else "dice",
+                              class_label=class_label_of(manifest))
     files = write_report(results, run_dir, primary=metric, baseline=config.study.baseline, manifest=manifest,
                          n_resamples=config.study.bootstrap, level=config.study.level, seed=config.seed,
-                         resample_seeds=config.study.bootstrap_seeds, costs=arm_costs(run_dir))
+                         resample_seeds=config.study.bootstrap_seeds, costs=arm_costs(run_dir), overlays=overlays)
     return files.markdown
