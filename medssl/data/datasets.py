@@ -64,6 +64,7 @@ from medssl.data.cache import (
     request_name,
     requests_from_entries,
 )
+from medssl.data.slices import check_slice_context, in_plane_axes, resolve_slice_axis, slice_with_context
 from medssl.errors import ConfigError, DataError, DiskFullError, MedsslError
 from medssl.transforms.spatial import SpatialAugmentation, draw_view_geometry, sample_patch
 from medssl.transforms.views import MultiCropGenerator, TwoViewGenerator, _extent, valid_centre_range
@@ -173,6 +174,10 @@ class PretrainDataset(Dataset):
         device_side: leave ``intensity`` to :meth:`batch_augment` (views only).
         samples_per_volume: items per volume per epoch (item ``i`` reads volume ``i // k``).
         threads: torch threads while building an item (:func:`limited_threads`; None: unchanged).
+        slice_axis: 2D views of a 3D volume come from one slice along this axis (``"auto"``: the
+            axis with the largest spacing, :func:`medssl.data.slices.resolve_slice_axis`), drawn
+            uniformly from ``(seed, epoch, index)``; all views of an item share that slice.
+        slice_context: neighbouring slices on each side as extra channels (2.5D).
     """
 
     def __init__(
@@ -189,9 +194,15 @@ class PretrainDataset(Dataset):
         device_side: bool = False,
         samples_per_volume: int = 1,
         threads: int | None = 1,
+        slice_axis: str | int = "auto",
+        slice_context: int = 0,
     ):
         if not requests:
             raise DataError("a pretraining dataset needs at least one volume")
+        if slice_axis != "auto":
+            resolve_slice_axis(slice_axis, (1.0, 1.0, 1.0))  # refuses anything but auto, 0, 1, 2
+        self.slice_axis = slice_axis
+        self.slice_context = check_slice_context(slice_context)
         self.requests = list(requests)
         self.cache = cache
         self.views = views
@@ -239,18 +250,29 @@ class PretrainDataset(Dataset):
         with limited_threads(self.threads):
             return self._item(index)
 
+    def image_of(self, case: CachedCase, index: int) -> np.ndarray:
+        """What item ``index``'s views are cropped from: the volume, or for 2D views one slice of it
+        (with its 2.5D neighbours) along the slice axis, ``(C', A, B, 1)``."""
+        if len(views_patch_size(self.views)) != 2:
+            return case.image
+        axis = resolve_slice_axis(self.slice_axis, case.spacing, case.image.shape)
+        count = int(case.image.shape[1 + axis])
+        slice_index = int(make_rng(self.seed, "slice", self.epoch, index).integers(count))
+        return slice_with_context(case.image, axis, slice_index, self.slice_context)
+
     def _item(self, index: int) -> dict[str, Any]:
         request = self.requests[index // self.samples_per_volume]
         case = _get_case(self.cache, request)
         rng, generator = self.generators(index)
+        source = self.image_of(case, index)
         if self.pretext is not None:
             assert self.pretext_views is not None
-            (patch,) = self.pretext_views(case.image, rng)
+            (patch,) = self.pretext_views(source, rng)
             if self.pretext_intensity and self.intensity is not None:
                 patch = self._intensity(patch, generator)
             inputs, target = self.pretext(patch, generator)
             return {"input": inputs, "target": target}
-        views = self.views(case.image, rng)
+        views = self.views(source, rng)
         if self.intensity is not None and not self.device_side:
             views = [self._intensity(v, generator) for v in views]
         return {"views": views}
@@ -342,7 +364,7 @@ def build_pretrain_dataset(
         requests, cache, views, seed=seed, intensity=intensity, pretext=task,
         pretext_intensity=bool(getattr(task, "wants_intensity_augmentation", False)),
         device_side=aug_cfg.device_side, samples_per_volume=data_cfg.samples_per_volume,
-        threads=data_cfg.worker_threads,
+        threads=data_cfg.worker_threads, slice_axis=aug_cfg.slice_axis, slice_context=aug_cfg.slice_context,
     )
 
 
@@ -362,9 +384,19 @@ class LabeledPatchDataset(Dataset):
     then the centre as often as a large one (with plain positives the kidneys of the synthetic CT
     are a fifth of the liver's centres). The patch geometry (``spatial``: flips,
     rotations, scaling, elastic) is drawn once and applied to the image (trilinear) and the mask
-    (nearest neighbour), so they stay aligned. ``intensity`` (``f(x (B, C, *S), generator)``)
-    augments the image only. Randomness from ``(seed, epoch, index)`` only. The labelled voxels of
-    the ``index_cache`` most recent cases are kept per process (bounded memory).
+    (nearest neighbour), so they stay aligned. ``intensity`` (``f(x (B, C, *S), generator)``, or an
+    object whose ``for_modality(case modality)`` gives a preset or None, such as
+    :class:`medssl.transforms.finetune_intensity.FinetuneIntensity`) augments the image only.
+    Randomness from ``(seed, epoch, index)`` only. The labelled voxels of the ``index_cache`` most
+    recent cases are kept per process (bounded memory).
+
+    2D patches (two ``patch_size`` entries) of a 3D volume come from one slice: the centre is drawn
+    in 3D as above, its coordinate along ``slice_axis`` (``auto``: per case, the axis with the
+    largest spacing, :func:`medssl.data.slices.resolve_slice_axis`) picks the slice, and the patch
+    is cut around the centre's two in-plane coordinates; ``slice_context`` neighbouring slices on
+    each side become extra image channels (2.5D, :func:`medssl.data.slices.slice_with_context`).
+    Flips of ``spatial`` keep their meaning per volume axis (``flip_prob`` of x applies to the
+    slice's x axis, when it is in plane).
 
     Args:
         cache: the preprocessing cache.
@@ -382,6 +414,8 @@ class LabeledPatchDataset(Dataset):
             drawn uniformly over the volume (the mask is never looked at), masks are optional, and
             an available mask is returned as ``"truth"`` (for diagnostics only; -1 everywhere for a
             volume without one) instead of ``"mask"``.
+        slice_axis: ``"auto"`` or 0, 1, 2: the axis 2D patches are sliced along.
+        slice_context: neighbouring slices on each side as extra channels (2D patches).
     """
 
     def __init__(
@@ -402,6 +436,8 @@ class LabeledPatchDataset(Dataset):
         threads: int | None = 1,
         centre_labels: Sequence[int] | None = None,
         unlabeled: bool = False,
+        slice_axis: str | int = "auto",
+        slice_context: int = 0,
     ):
         if pos < 0 or neg < 0 or pos + neg <= 0:
             raise ConfigError(f"pos={pos} and neg={neg} must be >= 0 with a positive sum")
@@ -433,6 +469,11 @@ class LabeledPatchDataset(Dataset):
         self._index_cache = max(1, int(index_cache))
         self.centre_labels = None if centre_labels is None else tuple(int(v) for v in centre_labels)
         self._foreground: OrderedDict[str, Any] = OrderedDict()
+        if slice_axis != "auto":
+            resolve_slice_axis(slice_axis, (1.0, 1.0, 1.0))  # refuses anything but auto, 0, 1, 2
+        self.slice_axis = slice_axis
+        self.slice_context = check_slice_context(slice_context)
+        self._slice_spatial: dict[int, SpatialAugmentation] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -485,6 +526,31 @@ class LabeledPatchDataset(Dataset):
                 return np.asarray(voxel, np.float64)
         return np.asarray(np.unravel_index(min(int(tries[-1] * size), size - 1), shape), np.float64)
 
+    def _slice_through(self, case: CachedCase, axis: int, centre: np.ndarray
+                       ) -> tuple[tuple[np.ndarray, np.ndarray | None], np.ndarray]:
+        """The slice along ``axis`` through a 3D ``centre``: the 2D ``(image, mask)`` sources
+        ``(C', A, B, 1)`` and ``(1, A, B, 1)`` (None without a mask), and the centre's in-plane
+        coordinates."""
+        index = int(round(float(centre[axis])))
+        image = slice_with_context(case.image, axis, index, self.slice_context)
+        mask = None if case.mask is None else slice_with_context(case.mask, axis, index, 0)
+        return (image, mask), centre[list(in_plane_axes(axis))]
+
+    @staticmethod
+    def _uniform_voxel(case: CachedCase, rng: np.random.Generator) -> np.ndarray:
+        """A voxel drawn uniformly over the volume (the slice of an unlabeled 2D patch)."""
+        shape = np.asarray(case.image.shape[1:], np.float64)
+        return np.minimum(np.floor(rng.random(3) * shape), shape - 1)
+
+    def _spatial_for_axis(self, axis: int) -> SpatialAugmentation:
+        """``spatial`` with its per-volume-axis flips moved onto the slice's in-plane axes."""
+        found = self._slice_spatial.get(axis)
+        if found is None:
+            flips = tuple(float(self.spatial.flip_prob[a]) for a in in_plane_axes(axis)) + (0.0,)
+            found = self.spatial if axis == 2 else self.spatial.with_changes(flip_prob=flips)
+            self._slice_spatial[axis] = found
+        return found
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
@@ -497,20 +563,31 @@ class LabeledPatchDataset(Dataset):
         epoch = self.epoch
         rng = make_rng(self.seed, "labeled-patch", epoch, index)
         d = len(self.patch_size)
-        geometry = draw_view_geometry(self.spatial, self.patch_size, (0.0,) * d, rng)
-        low, high = valid_centre_range(_extent(geometry), case.image.shape[1:1 + d])
+        spatial, image_source, mask_source = self.spatial, case.image, case.mask
+        if d == 2:
+            axis = resolve_slice_axis(self.slice_axis, case.spacing, case.image.shape)
+            spatial = self._spatial_for_axis(axis)
+        geometry = draw_view_geometry(spatial, self.patch_size, (0.0,) * d, rng)
+        if d == 2:  # the slice through a 3D centre (a uniform one without annotation), then in plane
+            through = self._uniform_voxel(case, rng) if self.unlabeled else self._draw_centre(case, rng)
+            (image_source, mask_source), centre = self._slice_through(case, axis, through)
+        low, high = valid_centre_range(_extent(geometry), image_source.shape[1:1 + d])
         if self.unlabeled:  # uniform over the volume: where the annotation lies must not steer the draw
             centre = low + rng.random(d) * (high - low)
-        else:
-            centre = self._draw_centre(case, rng)[:d]
-        geometry = replace(geometry, centre=tuple(float(c) for c in np.clip(centre, low, high)))
-        image = sample_patch(case.image, geometry, padding_mode=self.spatial.padding_mode)
-        if self.intensity is not None:
+        elif d == 3:
+            centre = self._draw_centre(case, rng)
+        geometry = replace(geometry, centre=tuple(float(c) for c in np.clip(centre[:d], low, high)))
+        image = sample_patch(image_source, geometry, padding_mode=spatial.padding_mode)
+        intensity = self.intensity
+        if intensity is not None and hasattr(intensity, "for_modality"):  # a recipe per case modality
+            preset = intensity.for_modality(case.modality)
+            intensity = preset.apply_intensity if preset is not None else None
+        if intensity is not None:
             generator = make_torch_generator(self.seed, "labeled-intensity", epoch, index)
-            image = self.intensity(image[None], generator)[0]
+            image = intensity(image[None], generator)[0]
         item = {"image": image}
-        if case.mask is not None:
-            mask = sample_patch(case.mask, geometry, mode="nearest", padding_mode="zeros")
+        if mask_source is not None:
+            mask = sample_patch(mask_source, geometry, mode="nearest", padding_mode="zeros")
             item["truth" if self.unlabeled else "mask"] = mask.long()
         elif self.unlabeled:  # -1: no annotation (so batches of annotated and bare volumes collate)
             item["truth"] = torch.full((1, *image.shape[1:]), -1, dtype=torch.long)

@@ -18,6 +18,8 @@ MODULES = [
     "medssl.transforms.intensity_kspace",
     "medssl.transforms.intensity_noise",
     "medssl.transforms.intensity_speckle",
+    "medssl.transforms.intensity_randomization",
+    "medssl.transforms.finetune_intensity",
     "medssl.transforms.presets",
 ]
 
