@@ -357,7 +357,8 @@ class FinetuneConfig(Section):
     arm of a study (scratch included): ``none``; ``mild`` (noise, blur, gamma, scale: nnU-Net's
     set, lighter); ``contrast_randomization`` (``mild`` plus, per case modality, a random CT
     window, a random smooth non-monotone intensity curve and inversion: the domain randomisation
-    of SynthSeg, Billot et al. 2023). ``intensity_args`` overrides its probabilities
+    of SynthSeg, Billot et al. 2023); ``strong`` (the modality preset's intensity artefacts: the strong
+    view of ``semi``, so a labels-only arm can see what a semi-supervised one sees). ``intensity_args`` overrides its probabilities
     (``window_prob``, ``curve_prob``, ``inversion_prob``, ``mild_prob``) and ``curve_controls``.
     See :mod:`medssl.transforms.finetune_intensity` and ``docs/augmentations.md``.
     """
@@ -395,7 +396,7 @@ class FinetuneConfig(Section):
     channels_last: bool = True
     slice_axis: Literal["auto", 0, 1, 2] = "auto"
     slice_context: int = Field(0, ge=0)
-    intensity_augmentation: Literal["none", "mild", "contrast_randomization"] = "none"
+    intensity_augmentation: Literal["none", "mild", "contrast_randomization", "strong"] = "none"
     intensity_args: dict[str, Any] = Field(default_factory=dict)
     semi: SemiSupervisedConfig = Field(default_factory=SemiSupervisedConfig)
 

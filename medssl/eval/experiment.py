@@ -174,7 +174,7 @@ def unlabeled_patch_dataset(data: LabeledData, ids: Sequence[str], cfg: Finetune
     )
 
 
-def strong_view_for(config: Config, data: LabeledData):
+def strong_view_for(config: Config, data: LabeledData, spatial_dims: int = 3):
     """The strong view of consistency training: ``finetune.semi.strong`` (a preset name), else the
     preset of the cases' modality (``ct`` for CT, ``mr`` for MR; the CT window of preprocessing)."""
     from medssl.eval.semi_supervised import build_strong_view
@@ -189,7 +189,7 @@ def strong_view_for(config: Config, data: LabeledData):
     args = dict(semi.strong_args)
     if preset == "ct":
         args.setdefault("ct_window", tuple(config.data.preprocess.ct_window))
-    return build_strong_view(preset, **args)
+    return build_strong_view(preset, spatial_dims=spatial_dims, **args)
 
 
 def balanced_centre_labels(cfg: FinetuneConfig) -> list[int] | None:
@@ -282,7 +282,7 @@ def train_and_evaluate(
         if cfg.semi.method != "none":
             unlabeled_ids = [c for c in unlabeled_ids if c not in set(train_ids)]
             unlabeled = unlabeled_patch_dataset(data, unlabeled_ids, cfg, model.spatial_dims, seed, unlabeled_entries)
-            strong = strong_view_for(config, data)
+            strong = strong_view_for(config, data, model.spatial_dims)
             n_extra = 0 if unlabeled_entries is None else len(unlabeled_entries)
             record.update(semi=cfg.semi.method, n_unlabeled=len(unlabeled_ids) + n_extra)
         history = finetune_segmentation(model, patches, cfg, seed=seed, validation=data.subset(list(val_ids)),
@@ -302,7 +302,8 @@ def train_and_evaluate(
             if unlabeled_ids:
                 unlabeled = WholeVolumeDataset(data.subset(unlabeled_ids), classifier_input_size(cfg), seed=seed + 104729,
                                                flip_prob=0.5 if cfg.augment else 0.0, unlabeled=True)
-            strong = strong_view_for(config, data)
+            strong = strong_view_for(config, data, int(encoder_config.get("spatial_dims", 3))
+                                     if isinstance(encoder_config, dict) else 3)
             record.update(semi=cfg.semi.method, n_unlabeled=len(unlabeled_ids))
         model = build_finetune_model("classification", encoder_config, init, num_classes=cfg.num_classes, seed=seed,
                                      network_args=cfg.network_args)

@@ -315,20 +315,14 @@ class PseudoLabelStats:
 # ---- the objective -----------------------------------------------------------------------------
 
 
-def build_strong_view(preset: str, **args: Any) -> IntensityFn:
+def build_strong_view(preset: str, *, spatial_dims: int = 3, **args: Any) -> IntensityFn:
     """The strong view's intensity augmentation: the preset's intensity transforms (noise, blur,
-    windows, bias field...), geometry untouched. 2D batches ``(B, C, X, Y)`` pass through as
-    ``(B, C, X, Y, 1)``."""
+    windows, bias field...) for ``spatial_dims``-D patches, geometry untouched (the same transforms as
+    ``finetune.intensity_augmentation: strong``)."""
     from medssl.transforms.presets import build_preset
 
-    augmentation = build_preset(preset, **args)
-
-    def strong(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if x.ndim == 4:
-            return augmentation.apply_intensity(x[..., None], generator)[..., 0]
-        return augmentation.apply_intensity(x, generator)
-
-    return strong
+    augmentation = build_preset(preset, spatial_dims=spatial_dims, **args)
+    return augmentation.apply_intensity
 
 
 class ConsistencyObjective:

@@ -13,6 +13,10 @@ setting                   intensity transforms, in order (default probability)
 ``contrast_randomization``  ``mild``, then for CT a random tissue window (``window_prob`` 0.5), then a
                           random smooth non-monotone intensity curve (``curve_prob``: CT 0.3, other
                           modalities 0.5) and inversion (``inversion_prob``: CT 0.1, others 0.25)
+``strong``                the modality preset's intensity transforms (``ct`` for CT, ``mr`` for the
+                          rest: :mod:`medssl.transforms.presets`), the strong view of consistency
+                          training (``finetune.semi``): the labels-only control that sees the same
+                          intensities as a semi-supervised arm
 ========================  ========================================================================
 
 Contrast randomisation is the domain-randomisation idea of SynthSeg (Billot et al. 2023; see
@@ -49,7 +53,7 @@ from medssl.transforms.spatial import SpatialAugmentation
 
 __all__ = ["FINETUNE_INTENSITY", "FinetuneIntensity"]
 
-FINETUNE_INTENSITY = ("none", "mild", "contrast_randomization")
+FINETUNE_INTENSITY = ("none", "mild", "contrast_randomization", "strong")
 """The settings of ``finetune.intensity_augmentation``."""
 
 #: per-modality default probabilities of contrast randomisation (``*``: any modality but CT)
@@ -110,6 +114,13 @@ class FinetuneIntensity:
     def _build(self, key: str) -> AugmentationPreset | None:
         if self.setting == "none":
             return None
+        if self.setting == "strong":
+            from medssl.transforms.presets import build_preset
+
+            preset = (build_preset("ct", ct_window=self.ct_window, spatial_dims=self.spatial_dims) if key == "CT"
+                      else build_preset("mr", spatial_dims=self.spatial_dims))
+            return AugmentationPreset(f"finetune-strong-{key}", SpatialAugmentation.identity(), list(preset.intensity),
+                                      self.spatial_dims)
         transforms = _mild(float(self.args.get("mild_prob", 1.0)))
         if self.setting == "contrast_randomization":
             chosen = {k: v for k, v in self.args.items() if k.endswith("_prob")}

@@ -263,3 +263,16 @@ def test_classification_uses_unlabeled_cases_per_case(cohort, method):
     assert sum(c or 0 for c in history["pseudo_label_coverage"]) > 0
     assert any(a is not None for a in history["pseudo_label_accuracy"])
     assert set(outcome.per_case["case_id"]) == {"case08", "case09"}
+
+
+def test_the_strong_intensity_setting_is_the_semi_supervised_strong_view():
+    """finetune.intensity_augmentation=strong gives labels-only arms the transforms the strong view uses."""
+    from medssl.eval.semi_supervised import build_strong_view
+    from medssl.transforms.finetune_intensity import FinetuneIntensity
+
+    recipe = FinetuneIntensity("strong", ct_window=(-200.0, 300.0), spatial_dims=2).for_modality("CT")
+    strong = build_strong_view("ct", spatial_dims=2, ct_window=(-200.0, 300.0))
+    x = torch.rand(3, 1, 16, 16)
+    a = recipe.apply_intensity(x, torch.Generator().manual_seed(4))
+    b = strong(x, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, x)

@@ -107,7 +107,7 @@ def test_finetune_recipes_per_modality_and_bad_settings():
     with pytest.raises(ConfigError, match="intensity_args does not take"):
         FinetuneIntensity("contrast_randomization", {"invert": 1.0})
     with pytest.raises(ConfigError, match="intensity_augmentation"):
-        load_config(None, ["finetune.intensity_augmentation=strong"])
+        load_config(None, ["finetune.intensity_augmentation=heavy"])
 
 
 def test_the_recipe_reaches_the_training_patches(tmp_path):
