@@ -36,6 +36,7 @@ and page-cache traffic against float32: measured in ``benchmarks/data_throughput
 Example:
     >>> import tempfile, numpy as np
     >>> from medssl.config import PreprocessConfig
+from medssl.data.cache_requests import CacheRequest, request_from_row, requests_from_entries
     >>> from medssl.io.volume import Volume
     >>> from medssl.io.nifti import save_volume
     >>> folder = tempfile.mkdtemp()
@@ -59,14 +60,16 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 
 from medssl.config import PreprocessConfig
+from medssl.data.cache_requests import CacheRequest, request_from_row, requests_from_entries
 from medssl.errors import DataError, MedsslError
 from medssl.io.volume import Volume
 from medssl.utils.atomic import atomic_write, atomic_write_text
+from medssl.utils.provenance import SourceSpec, source_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +77,12 @@ CACHE_FORMAT_VERSION = 1
 #: Bump when :func:`medssl.data.preprocess.preprocess_volume` changes its output for the same input.
 PREPROCESS_CODE_VERSION = 1
 
-SourceSpec = str | os.PathLike | Sequence[str | os.PathLike]
 Loader = Callable[[SourceSpec, str | None], Volume]
 
-__all__ = ["CachedCase", "CacheRequest", "PreprocessedCache", "requests_from_entries", "source_fingerprint"]
+#: ``CacheRequest``, ``request_from_row``, ``requests_from_entries`` (:mod:`medssl.data.cache_requests`) and
+#: ``source_fingerprint`` (:mod:`medssl.utils.provenance`) are re-exported for callers of this module.
+__all__ = ["CachedCase", "CacheRequest", "PreprocessedCache", "request_from_row", "requests_from_entries",
+           "source_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -101,67 +106,11 @@ class CachedCase:
         return tuple(int(s) for s in self.image.shape[1:])  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
-class CacheRequest:
-    """What :meth:`PreprocessedCache.get` needs for one row of a manifest (paths resolved)."""
-
-    image: SourceSpec
-    mask: str | None = None
-    series_uid: str | None = None
-    modality: str | None = None
-
-
 def _default_loader(source: SourceSpec, series_uid: str | None) -> Volume:
-    """``medssl.io.load_volume``; NIfTI through ``medssl.io.nifti`` while the io layer lacks it."""
-    import medssl.io as io
+    """:func:`medssl.io.load_volume`."""
+    from medssl.io import load_volume
 
-    load_volume = getattr(io, "load_volume", None)
-    if load_volume is not None:
-        return load_volume(source, series_uid=series_uid) if series_uid else load_volume(source)
-    from medssl.io.nifti import load_nifti
-
-    if isinstance(source, (str, os.PathLike)) and str(source).endswith((".nii", ".nii.gz")):
-        return load_nifti(source)
-    raise DataError(f"cannot load {source}: medssl.io.load_volume is not available in this version")
-
-
-def _list_source_files(source: SourceSpec) -> list[Path]:
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if path.is_dir():
-            return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        return [path]
-    return sorted(Path(p) for p in source)
-
-
-def _content_digest(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def source_fingerprint(source: SourceSpec, mode: Literal["stat", "content"] = "stat") -> list[list[Any]]:
-    """Per file of ``source`` (a file, a series folder or a list of files): ``[path, size, mtime_ns]``
-    (``mode="stat"``) or ``[size, blake2b]`` (``mode="content"``, independent of where it lives).
-
-    Raises :class:`DataError` naming the path when it does not exist or holds no file.
-    """
-    files = _list_source_files(source)
-    if not files:
-        raise DataError(f"{source} holds no file to read (an empty series folder?)")
-    out: list[list[Any]] = []
-    for path in files:
-        try:
-            stat = path.stat()
-        except OSError as exc:
-            raise DataError(f"{path} cannot be read ({exc.strerror or exc}); check the manifest path") from None
-        if mode == "content":
-            out.append([stat.st_size, _content_digest(path)])
-        else:
-            out.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
-    return out
+    return load_volume(source, series_uid=series_uid) if series_uid else load_volume(source)
 
 
 def _data_checksum(array: np.ndarray) -> str:
@@ -288,6 +237,10 @@ class PreprocessedCache:
             self._open.popitem(last=False)  # drops the memory maps; the OS unmaps them
         return case
 
+    def get_request(self, request: CacheRequest) -> CachedCase:
+        """:meth:`get` for a :class:`~medssl.data.cache_requests.CacheRequest` (a manifest row's files)."""
+        return self.get(request.image, request.mask, request.series_uid, modality=request.modality)
+
     def contains(self, image_path: SourceSpec, mask_path: str | os.PathLike | None = None,
                  series_uid: str | None = None, *, modality: str | None = None) -> bool:
         """Whether a committed entry exists for these sources (no computation)."""
@@ -313,11 +266,9 @@ class PreprocessedCache:
 
         requests = requests_from_entries(entries, root)
         results: list[tuple[str | None, str, str]] = [(None, "error", "not run")] * len(requests)
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:  # pragma: no cover
-            tqdm = None
-        bar = tqdm(total=len(requests), desc="preprocess", unit="vol", disable=not progress_enabled()) if tqdm else None
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(requests), desc="preprocess", unit="vol", disable=not progress_enabled())
         if workers and workers > 0 and len(requests) > 1:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -329,14 +280,12 @@ class PreprocessedCache:
                 futures = {pool.submit(_warm_one, request): i for i, request in enumerate(requests)}
                 for future in as_completed(futures):
                     results[futures[future]] = future.result()
-                    if bar:
-                        bar.update(1)
+                    bar.update(1)
         else:
             for i, request in enumerate(requests):
                 results[i] = _ensure(self, request)
                 self.close()
-                if bar:
-                    bar.update(1)
+                bar.update(1)
         if bar:
             bar.close()
         failed = sum(status != "ok" for _, status, _ in results)
@@ -475,97 +424,9 @@ class PreprocessedCache:
         return array
 
 
-# ---------------------------------------------------------------------- manifests -> requests
-
-MASK_COLUMNS = ("mask_path", "mask", "label_path", "seg_path")
-
-
-def _cell(row: Any, name: str) -> Any:
-    value = row.get(name) if hasattr(row, "get") else None
-    if value is None:
-        return None
-    try:
-        import pandas as pd
-
-        if not isinstance(value, (list, tuple, np.ndarray)) and pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return value
-
-
-def _resolve(path: str | os.PathLike, root: str | os.PathLike | None) -> str:
-    path = Path(path)
-    if not path.is_absolute() and root is not None:
-        path = Path(root) / path
-    return str(path)
-
-
-def _parse_files(value: Any) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except ValueError:
-                return None
-        else:
-            value = [part for part in text.split(";") if part]
-    files = [str(v) for v in value]
-    return files or None
-
-
-def request_from_row(row: Any, root: str | os.PathLike | None = None) -> CacheRequest:
-    """A :class:`CacheRequest` from one manifest row (a mapping or a pandas row) or a path.
-
-    Columns: ``path`` (required; relative to ``root`` or absolute), optional ``files`` (the
-    series' files: a list, a JSON list or ``;``-separated, relative to ``root`` or to ``path``),
-    ``series_uid``, ``modality`` and a mask column (``mask_path``, ``mask``, ``label_path`` or
-    ``seg_path``).
-    """
-    if isinstance(row, (str, os.PathLike)):
-        return CacheRequest(_resolve(row, root))
-    path = _cell(row, "path")
-    if path is None:
-        raise DataError("a manifest row has no 'path' (the image file or series folder, relative to data.root)")
-    image: SourceSpec = _resolve(path, root)
-    files = _parse_files(_cell(row, "files"))
-    if files:
-        resolved = [_resolve(f, root) for f in files]
-        if not all(os.path.exists(f) for f in resolved):
-            resolved = [str(Path(image) / f) if not os.path.isabs(f) else f for f in files]
-        if all(os.path.exists(f) for f in resolved):
-            image = resolved
-    mask = None
-    for column in MASK_COLUMNS:
-        value = _cell(row, column)
-        if value is not None and str(value).strip():
-            mask = _resolve(value, root)
-            break
-    series_uid = _cell(row, "series_uid")
-    modality = _cell(row, "modality")
-    return CacheRequest(image, mask, None if series_uid is None else str(series_uid),
-                        None if modality is None else str(modality))
-
-
-def requests_from_entries(entries: Any, root: str | os.PathLike | None = None) -> list[CacheRequest]:
-    """Requests for every row of a DataFrame (rows with ``status`` other than ``ok`` are kept: the
-    caller filters), a list of rows or a list of paths."""
-    if hasattr(entries, "iterrows"):
-        if "path" not in entries.columns:
-            raise DataError("the manifest has no 'path' column (image file or series folder per row)")
-        return [request_from_row(row, root) for _, row in entries.iterrows()]
-    return [request_from_row(row, root) for row in entries]
-
-
 def _ensure(cache: PreprocessedCache, request: CacheRequest) -> tuple[str | None, str, str]:
     try:
-        case = cache.get(request.image, request.mask, request.series_uid, modality=request.modality)
-        return case.key, "ok", ""
+        return cache.get_request(request).key, "ok", ""
     except (MedsslError, OSError, ValueError) as exc:
         logger.warning("cannot preprocess %s: %s", request.image if isinstance(request.image, str) else "series", exc)
         return None, "error", str(exc)
@@ -593,4 +454,4 @@ def _warm_one(request: CacheRequest) -> tuple[str | None, str, str]:
 def iter_cases(cache: PreprocessedCache, requests: Iterable[CacheRequest]) -> Iterator[CachedCase]:
     """The cached case of each request, in order (computing missing ones)."""
     for request in requests:
-        yield cache.get(request.image, request.mask, request.series_uid, modality=request.modality)
+        yield cache.get_request(request)

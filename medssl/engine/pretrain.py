@@ -50,11 +50,12 @@ from typing import Any
 from medssl.config import Config, dump_config
 from medssl.engine.checkpoint import config_hash
 from medssl.engine.distributed import DistributedContext, barrier, broadcast_object, cleanup, init_distributed
-from medssl.engine.environment import data_fingerprint, environment_info, write_environment
+from medssl.engine.environment import environment_info, write_environment
 from medssl.engine.metrics_log import METRICS_FILE
 from medssl.engine.trainer import CHECKPOINT_DIR, LAST_CHECKPOINT, Trainer
 from medssl.errors import ConfigError, DataError
 from medssl.utils.atomic import atomic_write_text
+from medssl.utils.provenance import volume_files_fingerprint
 from medssl.utils.seeding import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class PretrainResult:
 # ------------------------------------------------------------------------------------- data
 def resolve_entries(config: Config, entries: Any = None) -> tuple["Any", Path | None]:
     """The usable volumes (DataFrame with ``path``) and the folder their relative paths start from."""
-    from medssl.data.datasets import usable_entries
+    from medssl.data.cache_requests import usable_entries
     from medssl.data.manifest import build_manifest, load_manifest, manifest_root
 
     data = config.data
@@ -161,7 +162,7 @@ def check_2d_inputs(config: Config, table: Any, cache: Any, root: Path | None) -
     if "shape_z" in table.columns and table["shape_z"].notna().all():
         depths = [int(z) for z in table["shape_z"]]
     else:
-        from medssl.data.cache import requests_from_entries
+        from medssl.data.cache_requests import requests_from_entries
 
         depths = [int(cache.get(r.image, r.mask, r.series_uid, modality=r.modality).image.shape[3])
                   for r in requests_from_entries(table, root)]
@@ -285,13 +286,14 @@ def run_pretraining(
         table, root = resolve_entries(config, entries)
         data_cfg = config.data.model_copy(update={"root": str(root) if root else None})
         from medssl.data.cache import PreprocessedCache
-        from medssl.data.datasets import build_pretrain_dataset, worker_init_fn
+        from medssl.data.datasets import build_pretrain_dataset
+        from medssl.data.loaders import worker_init_fn
 
         cache_dir = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else run_dir / "cache"
         cache = PreprocessedCache(cache_dir, config.data.preprocess)
         table = _warm_cache(cache, table, root, config.data.num_workers, ctx)
         check_2d_inputs(config, table, cache, root)
-        fingerprint = data_fingerprint(table["path"].astype(str).tolist(), root)
+        fingerprint = volume_files_fingerprint(table["path"].astype(str).tolist(), root)
         digest = config_hash(config)
         if ctx.is_main:
             atomic_write_text(run_dir / "config.yaml", dump_config(config))

@@ -96,7 +96,7 @@ def scratch_encoder_config(config: Config, inits: dict[str, str | None] | None =
 
 def _patch_dataset(data: LabeledData, ids: Sequence[str], cfg: FinetuneConfig, spatial_dims: int, seed: int,
                    label_column: str | None):
-    from medssl.data.datasets import LabeledPatchDataset
+    from medssl.data.labeled_patches import LabeledPatchDataset
 
     pos = float(cfg.pos_fraction)
     return LabeledPatchDataset(

@@ -39,9 +39,10 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from medssl.config import FinetuneConfig
+from medssl.data.loaders import make_dataloader
 from medssl.errors import ConfigError, DataError, TrainingDivergedError
 from medssl.eval.cases import LabeledCase, remap_mask
 from medssl.eval.networks import FinetuneModel, network_state
@@ -94,8 +95,8 @@ def _epoch_batches(n_items: int, batch_size: int, seed: int, epoch: int) -> list
 
 def iterate_batches(dataset: Dataset, batch_size: int, *, seed: int, num_workers: int = 0) -> Iterator[Any]:
     """Endless batches: epoch after epoch, ``set_epoch(epoch)`` on the dataset (when it has one), then
-    a seeded order. Workers are restarted each epoch so they see the epoch; items depend only on
-    ``(seed, epoch, index)``, never on the worker."""
+    a seeded order (:func:`medssl.data.loaders.make_dataloader`, which passes the epoch to the
+    workers with each index). Items depend only on ``(seed, epoch, index)``, never on the worker."""
     n_items = len(dataset)  # type: ignore[arg-type]
     if n_items == 0:
         raise DataError("the fine-tuning dataset is empty (no labeled training case)")
@@ -103,8 +104,9 @@ def iterate_batches(dataset: Dataset, batch_size: int, *, seed: int, num_workers
     while True:
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_sampler=_epoch_batches(n_items, batch_size, seed, epoch),
-                            num_workers=num_workers)
+        loader = make_dataloader(dataset, None, num_workers,
+                                 batch_sampler=_epoch_batches(n_items, batch_size, seed, epoch),
+                                 worker_threads=None, pin_memory=False, persistent_workers=False)
         yield from loader
         epoch += 1
 

@@ -1,0 +1,219 @@
+"""Labeled patches for fine-tuning, and whole labeled cases for evaluation, from the preprocessing cache.
+
+* :class:`LabeledPatchDataset`: fine-tuning patches ``{"image": (C, *patch), "mask": (1, *patch)}``
+  centred on a labelled voxel with probability ``pos / (pos + neg)`` (as MONAI's
+  ``RandCropByPosNegLabeld``), image and mask resampled with the same geometry (one fused
+  resampling, :mod:`medssl.transforms.spatial`); randomness from ``(seed, epoch, index)`` only.
+* :func:`load_labeled_case`: a whole preprocessed case for sliding-window evaluation.
+
+Used by :mod:`medssl.eval`; loaded with :func:`medssl.data.loaders.make_dataloader`.
+
+Example:
+    >>> import tempfile, numpy as np, pandas as pd
+    >>> from medssl.config import PreprocessConfig
+    >>> from medssl.data.cache import PreprocessedCache
+    >>> from medssl.io import Volume, save_volume
+    >>> root = tempfile.mkdtemp()
+    >>> image = np.random.default_rng(0).uniform(-500, 500, (1, 16, 16, 16)).astype(np.float32)
+    >>> mask = np.zeros((1, 16, 16, 16), np.float32); mask[0, 6:10, 6:10, 6:10] = 1
+    >>> _ = save_volume(Volume(image, np.eye(4), "CT"), f"{root}/ct.nii.gz")
+    >>> _ = save_volume(Volume(mask, np.eye(4), "OT"), f"{root}/seg.nii.gz")
+    >>> cache = PreprocessedCache(f"{root}/cache", PreprocessConfig(target_spacing=None, crop_foreground=False))
+    >>> rows = pd.DataFrame({"path": ["ct.nii.gz"], "mask_path": ["seg.nii.gz"], "modality": ["CT"]})
+    >>> patches = LabeledPatchDataset(cache, rows, (8, 8, 8), seed=0, root=root)
+    >>> {k: tuple(v.shape) for k, v in patches[0].items()}
+    {'image': (1, 8, 8, 8), 'mask': (1, 8, 8, 8)}
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import replace
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medssl.data.cache import CachedCase, PreprocessedCache
+from medssl.data.cache_requests import request_from_row, usable_entries
+from medssl.data.loaders import limited_threads
+from medssl.errors import ConfigError, DataError
+from medssl.transforms.spatial import SpatialAugmentation, draw_view_geometry, sample_patch
+from medssl.transforms.views import _extent, valid_centre_range
+from medssl.utils.seeding import make_rng, make_torch_generator
+
+IntensityFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+__all__ = ["LabeledPatchDataset", "load_labeled_case"]
+
+
+class LabeledPatchDataset(Dataset):
+    """Random labeled patches for fine-tuning: ``{"image": (C, *patch) float32, "mask": (1, *patch)
+    int64}`` (plus ``"label"`` when ``label_column`` is given).
+
+    The patch centre is a labelled voxel (``mask > 0``) with probability ``pos / (pos + neg)``,
+    otherwise a background voxel (``mask == 0``), as MONAI's ``RandCropByPosNegLabeld``; it is
+    moved inwards when the patch would leave the volume. With ``centre_labels`` a positive centre
+    is drawn class-balanced, as MONAI's ``RandCropByLabelClassesd``: first one of the listed mask
+    values present in the case (equal probabilities), then a voxel of that value; a small organ is
+    then the centre as often as a large one (with plain positives the kidneys of the synthetic CT
+    are a fifth of the liver's centres). The patch geometry (``spatial``: flips,
+    rotations, scaling, elastic) is drawn once and applied to the image (trilinear) and the mask
+    (nearest neighbour), so they stay aligned. ``intensity`` (``f(x (B, C, *S), generator)``)
+    augments the image only. Randomness from ``(seed, epoch, index)`` only. The labelled voxels of
+    the ``index_cache`` most recent cases are kept per process (bounded memory).
+
+    Args:
+        cache: the preprocessing cache.
+        entries: manifest rows with ``path`` and a mask column (``mask_path``, ``mask``...).
+        patch_size: 2 or 3 sizes.
+        seed: the run seed.
+        spatial: the spatial augmentation (None: plain crops).
+        pos, neg: the positive/negative centre ratio.
+        samples_per_volume: items per case per epoch.
+        root: folder that relative paths start from.
+        label_column: a case-level label column to return as ``"label"``.
+        threads: torch threads while building an item (:func:`limited_threads`).
+        centre_labels: mask values to balance positive centres over (None: any ``mask > 0``).
+    """
+
+    def __init__(
+        self,
+        cache: PreprocessedCache,
+        entries: Any,
+        patch_size: Sequence[int],
+        *,
+        seed: int,
+        spatial: SpatialAugmentation | None = None,
+        pos: float = 1.0,
+        neg: float = 1.0,
+        samples_per_volume: int = 1,
+        root: str | os.PathLike | None = None,
+        intensity: IntensityFn | None = None,
+        label_column: str | None = None,
+        index_cache: int = 8,
+        threads: int | None = 1,
+        centre_labels: Sequence[int] | None = None,
+    ):
+        if pos < 0 or neg < 0 or pos + neg <= 0:
+            raise ConfigError(f"pos={pos} and neg={neg} must be >= 0 with a positive sum")
+        if centre_labels is not None and (not len(centre_labels) or min(int(v) for v in centre_labels) < 1):
+            raise ConfigError(f"centre_labels={list(centre_labels)} must list mask values >= 1")
+        table = usable_entries(entries)
+        self.requests = [request_from_row(row, root) for _, row in table.iterrows()]
+        missing = [i for i, r in enumerate(self.requests) if r.mask is None]
+        if missing:
+            raise DataError(f"{len(missing)} labeled rows have no mask (first: {table.iloc[missing[0]]['path']}); "
+                            "give a mask_path column")
+        self.labels = None
+        if label_column is not None:
+            if label_column not in table.columns:
+                raise DataError(f"the labeled entries have no column {label_column!r}")
+            self.labels = [int(v) for v in table[label_column]]
+        self.cache = cache
+        self.patch_size = tuple(int(p) for p in patch_size)
+        if len(self.patch_size) not in (2, 3):
+            raise ConfigError(f"patch_size {self.patch_size} must have 2 or 3 entries")
+        self.spatial = spatial or SpatialAugmentation.identity()
+        self.pos_probability = float(pos) / float(pos + neg)
+        self.seed = int(seed)
+        self.samples_per_volume = int(samples_per_volume)
+        self.intensity = intensity
+        self.threads = threads
+        self._epoch = 0
+        self._index_cache = max(1, int(index_cache))
+        self.centre_labels = None if centre_labels is None else tuple(int(v) for v in centre_labels)
+        self._foreground: OrderedDict[str, Any] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_foreground"] = OrderedDict()
+        return state
+
+    def set_epoch(self, epoch: int) -> None:
+        """Items of ``epoch`` from now on (in this process; loaders pass it to their workers)."""
+        self._epoch = int(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def __len__(self) -> int:
+        return len(self.requests) * self.samples_per_volume
+
+    def _foreground_indices(self, case: CachedCase) -> list[np.ndarray]:
+        """Flat indices of the positive voxels: one array (``mask > 0``), or one array per value of
+        ``centre_labels`` present in the case."""
+        found = self._foreground.get(case.key)
+        if found is None:
+            flat_mask = np.asarray(case.mask).reshape(-1)
+            if self.centre_labels is None:
+                groups = [np.flatnonzero(flat_mask > 0)]
+            else:
+                groups = [np.flatnonzero(flat_mask == value) for value in self.centre_labels]
+            found = [g.astype(np.int32 if g.size == 0 or g.max() < 2**31 else np.int64) for g in groups if g.size]
+            self._foreground[case.key] = found
+            while len(self._foreground) > self._index_cache:
+                self._foreground.popitem(last=False)
+        else:
+            self._foreground.move_to_end(case.key)
+        return found
+
+    def _draw_centre(self, case: CachedCase, rng: np.random.Generator) -> np.ndarray:
+        shape = case.mask.shape[1:]  # type: ignore[union-attr]
+        positive = rng.random() < self.pos_probability
+        tries = rng.random(32)
+        groups = self._foreground_indices(case) if positive else None
+        if positive and groups:
+            foreground = groups[min(int(tries[1] * len(groups)), len(groups) - 1)]
+            flat = int(foreground[min(int(tries[0] * foreground.size), foreground.size - 1)])
+            return np.asarray(np.unravel_index(flat, shape), np.float64)
+        mask = case.mask
+        size = int(np.prod(shape))
+        for u in tries:  # background voxel by rejection (labels are a minority of a volume)
+            flat = min(int(u * size), size - 1)
+            voxel = np.unravel_index(flat, shape)
+            if mask[(0, *voxel)] == 0:  # type: ignore[index]
+                return np.asarray(voxel, np.float64)
+        return np.asarray(np.unravel_index(min(int(tries[-1] * size), size - 1), shape), np.float64)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        with limited_threads(self.threads):
+            return self._item(index)
+
+    def _item(self, index: int) -> dict[str, torch.Tensor]:
+        volume_index = index // self.samples_per_volume
+        case = self.cache.get_request(self.requests[volume_index])
+        epoch = self.epoch
+        rng = make_rng(self.seed, "labeled-patch", epoch, index)
+        d = len(self.patch_size)
+        geometry = draw_view_geometry(self.spatial, self.patch_size, (0.0,) * d, rng)
+        centre = self._draw_centre(case, rng)[:d]
+        low, high = valid_centre_range(_extent(geometry), case.image.shape[1:1 + d])
+        geometry = replace(geometry, centre=tuple(float(c) for c in np.clip(centre, low, high)))
+        image = sample_patch(case.image, geometry, padding_mode=self.spatial.padding_mode)
+        mask = sample_patch(case.mask, geometry, mode="nearest", padding_mode="zeros")  # type: ignore[arg-type]
+        if self.intensity is not None:
+            generator = make_torch_generator(self.seed, "labeled-intensity", epoch, index)
+            image = self.intensity(image[None], generator)[0]
+        item = {"image": image, "mask": mask.long()}
+        if self.labels is not None:
+            item["label"] = torch.tensor(self.labels[volume_index], dtype=torch.long)
+        return item
+
+
+def load_labeled_case(cache: PreprocessedCache, row: Any, root: str | os.PathLike | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole preprocessed case for evaluation: ``(image (C, X, Y, Z) float32, mask (1, X, Y, Z)
+    int64)``, copied out of the cache. ``row`` is a manifest row with ``path`` and a mask column."""
+    request = request_from_row(row, root)
+    if request.mask is None:
+        raise DataError(f"{request.image}: the row has no mask column (mask_path, mask, label_path or seg_path)")
+    case = cache.get_request(request)
+    image = torch.from_numpy(np.asarray(case.image, dtype=np.float32).copy())
+    mask = torch.from_numpy(np.asarray(case.mask).astype(np.int64))
+    return image, mask
