@@ -36,7 +36,6 @@ and page-cache traffic against float32: measured in ``benchmarks/data_throughput
 Example:
     >>> import tempfile, numpy as np
     >>> from medssl.config import PreprocessConfig
-from medssl.data.cache_requests import CacheRequest, request_from_row, requests_from_entries
     >>> from medssl.io.volume import Volume
     >>> from medssl.io.nifti import save_volume
     >>> folder = tempfile.mkdtemp()

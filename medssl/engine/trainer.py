@@ -27,7 +27,6 @@ after a checkpoint and resumed therefore repeats the uninterrupted run bit for b
 Example (a toy method; ``run_pretraining`` builds the real ones from the config):
     >>> import tempfile, torch
     >>> from medssl.config import PretrainConfig
-from medssl.data.loaders import make_dataloader
     >>> class Toy(torch.nn.Module):
     ...     batch_kind = "views"
     ...     def __init__(self):
