@@ -42,13 +42,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from medssl.config import AugmentationConfig, DataConfig
 from medssl.data.cache import PreprocessedCache
 from medssl.data.cache_requests import CacheRequest, requests_from_entries, usable_entries
 from medssl.data.labeled_patches import LabeledPatchDataset, load_labeled_case
-from medssl.data.loaders import limited_threads, make_dataloader, worker_init_fn
+from medssl.data.loaders import CachedItemsDataset, limited_threads, make_dataloader, worker_init_fn
 from medssl.errors import ConfigError, DataError
 from medssl.transforms.spatial import SpatialAugmentation
 from medssl.transforms.views import MultiCropGenerator, TwoViewGenerator
@@ -73,9 +72,10 @@ __all__ = [
 ]
 
 
-class PretrainDataset(Dataset):
+class PretrainDataset(CachedItemsDataset):
     """Unlabeled SSL items from cached volumes (see the module docstring and
-    :func:`build_pretrain_dataset`, which builds it from the config).
+    :func:`build_pretrain_dataset`, which builds it from the config); epochs, length and item
+    threads as :class:`~medssl.data.loaders.CachedItemsDataset`.
 
     Args:
         requests: one :class:`CacheRequest` per volume.
@@ -123,18 +123,6 @@ class PretrainDataset(Dataset):
         self.threads = threads
         self._epoch = 0
 
-    # -- epochs and size
-    def set_epoch(self, epoch: int) -> None:
-        """Items of ``epoch`` from now on (in this process; loaders pass it to their workers)."""
-        self._epoch = int(epoch)
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch
-
-    def __len__(self) -> int:
-        return len(self.requests) * self.samples_per_volume
-
     @property
     def batch_kind(self) -> str:
         return "views" if self.pretext is None else "pretext"
@@ -149,11 +137,6 @@ class PretrainDataset(Dataset):
     def _intensity(self, view: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.intensity(view[None], generator)[0]  # type: ignore[misc]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} items")
-        with limited_threads(self.threads):
-            return self._item(index)
 
     def _item(self, index: int) -> dict[str, Any]:
         request = self.requests[index // self.samples_per_volume]

@@ -34,11 +34,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from medssl.data.cache import CachedCase, PreprocessedCache
 from medssl.data.cache_requests import request_from_row, usable_entries
-from medssl.data.loaders import limited_threads
+from medssl.data.loaders import CachedItemsDataset
 from medssl.errors import ConfigError, DataError
 from medssl.transforms.spatial import SpatialAugmentation, draw_view_geometry, sample_patch
 from medssl.transforms.views import _extent, valid_centre_range
@@ -49,7 +48,7 @@ IntensityFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 __all__ = ["LabeledPatchDataset", "load_labeled_case"]
 
 
-class LabeledPatchDataset(Dataset):
+class LabeledPatchDataset(CachedItemsDataset):
     """Random labeled patches for fine-tuning: ``{"image": (C, *patch) float32, "mask": (1, *patch)
     int64}`` (plus ``"label"`` when ``label_column`` is given).
 
@@ -132,16 +131,6 @@ class LabeledPatchDataset(Dataset):
         state["_foreground"] = OrderedDict()
         return state
 
-    def set_epoch(self, epoch: int) -> None:
-        """Items of ``epoch`` from now on (in this process; loaders pass it to their workers)."""
-        self._epoch = int(epoch)
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch
-
-    def __len__(self) -> int:
-        return len(self.requests) * self.samples_per_volume
 
     def _foreground_indices(self, case: CachedCase) -> list[np.ndarray]:
         """Flat indices of the positive voxels: one array (``mask > 0``), or one array per value of
@@ -179,11 +168,6 @@ class LabeledPatchDataset(Dataset):
                 return np.asarray(voxel, np.float64)
         return np.asarray(np.unravel_index(min(int(tries[-1] * size), size - 1), shape), np.float64)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} items")
-        with limited_threads(self.threads):
-            return self._item(index)
 
     def _item(self, index: int) -> dict[str, torch.Tensor]:
         volume_index = index // self.samples_per_volume

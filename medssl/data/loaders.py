@@ -32,14 +32,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medssl.errors import ConfigError
 
-__all__ = ["EpochAwareDataset", "EpochTaggedSampler", "limited_threads", "make_dataloader", "worker_init_fn"]
+__all__ = ["CachedItemsDataset", "EpochAwareDataset", "EpochTaggedSampler", "limited_threads", "make_dataloader",
+           "worker_init_fn"]
 
 
 @contextlib.contextmanager
@@ -97,6 +98,37 @@ class EpochAwareDataset(Dataset):
             self.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
         self._epoch = epoch
         return self.dataset[index]
+
+
+class CachedItemsDataset(Dataset):
+    """Base of the datasets built from cached volumes: ``samples_per_volume`` items per request
+    (item ``i`` reads request ``i // k``), an ``epoch`` set by :meth:`set_epoch`, and items built by
+    the subclass's ``_item(index)`` under :func:`limited_threads` (``self.threads``)."""
+
+    requests: Sequence[Any]
+    samples_per_volume: int = 1
+    threads: int | None = 1
+    _epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Items of ``epoch`` from now on (in this process; :func:`make_dataloader` passes it to workers)."""
+        self._epoch = int(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def __len__(self) -> int:
+        return len(self.requests) * self.samples_per_volume
+
+    def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        with limited_threads(self.threads):
+            return self._item(index)
+
+    def _item(self, index: int) -> Any:
+        raise NotImplementedError
 
 
 def _limit_threads(threads: int, worker_id: int) -> None:

@@ -354,13 +354,8 @@ class Trainer:
                 loss = loss.float()
                 self.precision.backward(loss / self.accumulation)
             step_loss += loss.detach() / self.accumulation
-        if self.cfg.max_grad_norm is not None:
-            self.precision.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in self.method.parameters() if p.grad is not None], self.cfg.max_grad_norm
-            )
         self.last_lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used
-        self.precision.step(self.optimizer)
+        self.precision.clip_and_step(self.optimizer, self.method.parameters(), self.cfg.max_grad_norm)
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1

@@ -27,12 +27,9 @@ from medssl.eval.cases import LabeledCase, remap_mask, whole_volume_input
 from medssl.eval.inference import predict_labels
 from medssl.eval.metrics import classification_table, segmentation_case_metrics
 from medssl.eval.networks import FinetuneModel
+from medssl.utils.devices import device_of
 
 log = logging.getLogger(__name__)
-
-
-def _device(model: FinetuneModel, device: torch.device | str | None) -> torch.device:
-    return torch.device(device) if device is not None else next(model.network.parameters()).device
 
 
 def evaluate_segmentation(
@@ -44,7 +41,7 @@ def evaluate_segmentation(
     device: torch.device | str | None = None,
 ) -> pd.DataFrame:
     """One row per case: ``case_id`` and the metrics per class (``dice_1``...) and averaged (``dice``)."""
-    device = _device(model, device)
+    device = device_of(model.network, device)
     rows = []
     for case in cases:
         prediction = predict_labels(
@@ -101,7 +98,7 @@ def predict_classification(
     device: torch.device | str | None = None,
 ) -> pd.DataFrame:
     """Per-case table (``case_id``, ``target``, ``prediction``, ``correct``, ``prob_<k>``)."""
-    device = _device(model, device)
+    device = device_of(model.network, device)
     network = model.network.eval()
     probabilities, targets = [], []
     for case in cases:

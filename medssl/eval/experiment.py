@@ -43,10 +43,11 @@ from medssl.errors import ConfigError
 from medssl.eval.cases import WholeVolumeDataset, whole_volume_input
 from medssl.eval.data import LabeledData
 from medssl.eval.evaluate import classifier_input_size, evaluate_segmentation, predict_classification
-from medssl.eval.finetune import finetune_classification, finetune_segmentation, resolve_device
+from medssl.eval.finetune import finetune_classification, finetune_segmentation
 from medssl.eval.metrics import classification_table
 from medssl.eval.networks import SCRATCH, build_finetune_model, is_scratch, load_encoder
 from medssl.eval.probes import extract_features, knn_probe, linear_probe
+from medssl.utils.devices import resolve_device
 from medssl.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def whole_volume_features(config: Config, data: LabeledData, init: str | os.Path
     """Pooled features of every case's whole volume from the frozen encoder of ``init`` (probes)."""
     seed_everything(config.seed)  # a scratch encoder's random weights depend on the run seed only
     encoder, _ = load_encoder(init, encoder_config)
-    device = resolve_device(config.finetune.device)
+    device = resolve_device(config.finetune.device, "finetune.device")
     encoder.to(device)
     size = classifier_input_size(config.finetune)
     ids = list(data.cases)

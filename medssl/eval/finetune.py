@@ -43,10 +43,11 @@ from torch.utils.data import Dataset
 
 from medssl.config import FinetuneConfig
 from medssl.data.loaders import make_dataloader
-from medssl.errors import ConfigError, DataError, TrainingDivergedError
+from medssl.errors import DataError, TrainingDivergedError
 from medssl.eval.cases import LabeledCase, remap_mask
 from medssl.eval.networks import FinetuneModel, network_state
 from medssl.eval.param_groups import FrozenNormEval, freeze_parameters, layerwise_parameter_groups
+from medssl.utils.devices import resolve_device
 from medssl.utils.logging import progress_enabled
 from medssl.utils.memory_format import use_channels_last, wants_channels_last
 from medssl.utils.seeding import make_torch_generator
@@ -76,15 +77,6 @@ class FinetuneHistory:
             "seconds": round(self.seconds, 3), "frozen_tensors": self.frozen, "trainable_tensors": self.trainable,
             "validation": self.validation, "best_step": self.best_step,
         }
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: the GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("finetune.device=cuda but no CUDA GPU is available; use auto or cpu")
-    return torch.device(name)
 
 
 def _epoch_batches(n_items: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -181,10 +173,7 @@ def _train_loop(
                 f"fine-tuning loss became {loss.item()} at step {step} (init {model.init}); lower finetune.optimizer.lr"
             )
         precision.backward(loss)
-        if cfg.max_grad_norm is not None:
-            precision.unscale_(optimizer)
-            nn.utils.clip_grad_norm_([p for p in network.parameters() if p.requires_grad], cfg.max_grad_norm)
-        precision.step(optimizer)
+        precision.clip_and_step(optimizer, network.parameters(), cfg.max_grad_norm)
         history.learning_rates.append(max(float(g["lr"]) for g in optimizer.param_groups))
         scheduler.step()
         history.losses.append(float(loss.detach()))
@@ -231,7 +220,7 @@ def finetune_segmentation(
     """
     if model.task != "segmentation":
         raise ValueError(f"finetune_segmentation needs a segmentation model, got {model.task}")
-    device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    device = torch.device(device) if device is not None else resolve_device(cfg.device, "finetune.device")
     criterion = segmentation_loss()
 
     def loss_of_batch(network: nn.Module, batch: Any) -> torch.Tensor:
@@ -270,7 +259,7 @@ def finetune_classification(
     """Train encoder + head with cross-entropy on items ``{"image": (C, *S), "label": int}``."""
     if model.task != "classification":
         raise ValueError(f"finetune_classification needs a classification model, got {model.task}")
-    device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    device = torch.device(device) if device is not None else resolve_device(cfg.device, "finetune.device")
     criterion = nn.CrossEntropyLoss()
 
     def loss_of_batch(network: nn.Module, batch: Any) -> torch.Tensor:
