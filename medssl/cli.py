@@ -121,8 +121,11 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir or config.run_dir or "runs/study")
-    report = run_study_from_config(config, run_dir, resume=not args.fresh)
-    print(f"study finished: report at {report}")
+    from medssl.study.console import study_table_text
+
+    run_study_from_config(config, run_dir, resume=not args.fresh)
+    print()
+    print(study_table_text(run_dir, config.study.metric, config.study.baseline))
     return 0
 
 

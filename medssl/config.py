@@ -204,6 +204,53 @@ class PretrainConfig(Section):
         return self
 
 
+class SemiSupervisedConfig(Section):
+    """Consistency training on unlabeled patches during fine-tuning (``finetune.semi``).
+
+    ``method``: ``none`` (labels only), ``mean_teacher`` (Tarvainen & Valpola 2017: MSE between
+    the student's softmax on a strong view and an EMA teacher's on the weak view), ``uda`` (Xie et
+    al. 2020: KL to the teacher's sharpened prediction, ``temperature``, confident voxels only),
+    ``fixmatch`` (Sohn et al. 2020: cross-entropy to the teacher's hard pseudo-label where its
+    confidence reaches ``threshold``, on a strong view with CutMix) or ``unimatch`` (Yang et al.
+    2023: FixMatch with two strong views and a feature-perturbed stream). See
+    :mod:`medssl.eval.semi_supervised` for the formulas. Unlabeled patches are drawn uniformly from
+    the unlabeled volumes (never from the test cases); the weak view is the patch, the strong view
+    the same patch through the ``strong`` intensity preset (geometry identical, so dense targets stay
+    aligned). ``weight`` is lambda_u, reached after a sigmoid ramp-up of ``rampup_steps`` that starts
+    at ``start_step`` (labels-only steps before it warm the teacher up). ``threshold``: one value or
+    one per class (``{0: 0.95, 1: 0.9, 2: 0.8}``); ``class_balanced`` averages the unlabeled loss per
+    pseudo-class before averaging the classes, so a small organ is not outvoted by the background.
+    ``teacher``: ``ema`` (decay ``ema_decay``) or ``student`` (the student itself, no gradient).
+    ``teacher_flips``: average the teacher over left-right flips (test-time augmentation).
+    """
+
+    method: Literal["none", "mean_teacher", "uda", "fixmatch", "unimatch"] = "none"
+    weight: float = Field(1.0, ge=0)
+    start_step: int = Field(0, ge=0)
+    rampup_steps: int = Field(0, ge=0)
+    unlabeled_batch_size: int | None = Field(None, gt=0)
+    teacher: Literal["ema", "student"] = "ema"
+    ema_decay: float = Field(0.99, ge=0, lt=1)
+    threshold: float | dict[int, float] = 0.95
+    temperature: float = Field(0.5, gt=0, le=1)
+    class_balanced: bool = True
+    strong: str | None = None
+    strong_args: dict[str, Any] = Field(default_factory=dict)
+    cutmix_prob: float = Field(0.5, ge=0, le=1)
+    feature_dropout: float = Field(0.5, ge=0, lt=1)
+    teacher_flips: bool = False
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, value: float | dict[int, float]) -> float | dict[int, float]:
+        values = list(value.values()) if isinstance(value, dict) else [value]
+        if not values or any(not 0.0 <= float(v) <= 1.0 for v in values):
+            raise ValueError("threshold is a confidence in [0, 1], or one per class {class: confidence}")
+        if isinstance(value, dict) and min(int(k) for k in value) < 0:
+            raise ValueError("per-class thresholds are keyed by class index (0 = background)")
+        return value
+
+
 class FinetuneConfig(Section):
     """Supervised fine-tuning on few labels (segmentation or case-level classification).
 
@@ -265,6 +312,7 @@ class FinetuneConfig(Section):
     class_balanced: bool = False
     transfer_decoder: bool = True
     channels_last: bool = True
+    semi: SemiSupervisedConfig = Field(default_factory=SemiSupervisedConfig)
 
     @field_validator("patch_size", "input_size")
     @classmethod
@@ -291,18 +339,33 @@ class StudyConfig(Section):
     initialisation; with ``folds`` >= 2 each patient-level fold is the test set in turn. ``budgets``
     are case counts (>= 1) or fractions of the training pool (0 < f < 1), nested. ``inits`` maps a
     name to an exported encoder (``encoder.pt``) or ``null`` for training from scratch.
+    ``semi`` crosses the initialisations with semi-supervised methods (``none`` = labels only,
+    ``mean_teacher``, ``uda``, ``fixmatch``, ``unimatch``; their settings in ``finetune.semi``):
+    ``inits: {scratch: null, simclr: enc.pt}`` with ``semi: [none, fixmatch]`` gives four arms,
+    ``scratch``, ``simclr``, ``scratch+fixmatch`` and ``simclr+fixmatch``, trained on the same
+    labeled cases, patches and steps; the unlabeled volumes of a cell are the training pool's cases
+    outside its labeled subset (never a test or validation case), used without their annotation.
+    Without ``semi`` every arm uses ``finetune.semi.method`` as it is. ``unlabeled``: a manifest
+    (``medssl manifest``, with its locations file) of further unlabeled volumes, such as the archive
+    the encoders were pretrained on, added to every semi-supervised cell's unlabeled pool; the
+    volumes of the test and validation patients are left out.
     ``evaluation`` is ``finetune`` (the ``finetune`` section) or a probe on frozen features
     (``linear_probe``, ``knn_probe``; classification). ``bootstrap`` resamples (``level`` interval)
-    over test cases and, with ``bootstrap_seeds``, over seeds too.
+    over test cases and, with ``bootstrap_seeds``, over seeds too. ``stratify_column``: the column
+    the splits are stratified on; ``auto`` (default) is ``finetune.label_column`` when the labels
+    table has it and no stratification otherwise (a segmentation table need not have a class
+    column; the log says which was chosen); ``null``: never.
     """
 
     labels: str | None = None
     case_column: str = "case_id"
     patient_column: str | None = "patient_key"
-    stratify_column: str | None = "label"
+    stratify_column: str | None = "auto"
     budgets: list[float] = Field(default_factory=lambda: [2, 4, 8])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     inits: dict[str, str | None] = Field(default_factory=lambda: {"scratch": None})
+    semi: list[Literal["none", "mean_teacher", "uda", "fixmatch", "unimatch"]] | None = None
+    unlabeled: str | None = None
     baseline: str = "scratch"
     test_fraction: float = Field(0.3, gt=0, lt=1)
     val_fraction: float = Field(0.0, ge=0, lt=1)
@@ -339,6 +402,13 @@ class StudyConfig(Section):
         for name in value:
             if not name or any(c in name for c in "/\\:*?\"<>|") or name.startswith("."):
                 raise ValueError(f"init name {name!r} must be usable as a folder name")
+        return value
+
+    @field_validator("semi")
+    @classmethod
+    def _semi(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or len(set(value)) != len(value)):
+            raise ValueError("semi lists distinct methods, e.g. [none, fixmatch]")
         return value
 
     @field_validator("folds")
@@ -410,11 +480,47 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def _section_model(location: Sequence[Any]) -> type[BaseModel] | None:
+    """The pydantic model of the section holding the key at ``location`` (None when not a section)."""
+    model: type[BaseModel] = Config
+    for part in location[:-1]:
+        field_info = model.model_fields.get(str(part))
+        annotation = getattr(field_info, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def unknown_key_hint(location: Sequence[Any]) -> str:
+    """For an unknown key at ``location``: the section's accepted keys and the closest match.
+
+    Example:
+        >>> unknown_key_hint(["data", "preprocess", "spacing"])
+        "did you mean 'target_spacing'? data.preprocess accepts: cache_dtype, crop_foreground, crop_margin, \
+ct_window, foreground_threshold, interpolation, mr_percentiles, target_spacing"
+    """
+    import difflib
+
+    model = _section_model(location)
+    if model is None:
+        return ""
+    accepted = sorted(model.model_fields)
+    section = ".".join(str(p) for p in location[:-1]) or "the top level"
+    close = difflib.get_close_matches(str(location[-1]), accepted, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}{section} accepts: {', '.join(accepted)}"
+
+
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for error in exc.errors():
         location = ".".join(str(p) for p in error["loc"])
-        lines.append(f"  {location}: {error['msg']}")
+        message = error["msg"]
+        if error.get("type") == "extra_forbidden":
+            hint = unknown_key_hint(list(error["loc"]))
+            message = f"unknown key ({hint})" if hint else "unknown key"
+        lines.append(f"  {location}: {message}")
     return "\n".join(lines)
 
 

@@ -115,25 +115,10 @@ def _resolved(path: str | Path) -> str:
 
 def pretraining_entries(manifest: pd.DataFrame, root: Path, exclude_images: set[str], modalities: list[str] | None) -> pd.DataFrame:
     """Manifest rows usable for pretraining: readable, of the wanted modalities, and not of a patient
-    whose images are in ``exclude_images`` (every volume of such a patient is left out)."""
-    rows = manifest[manifest["status"] == "ok"].copy()
-    if modalities:
-        rows = rows[rows["modality"].isin(modalities)]
-    rows["path"] = [str((root / p).resolve()) for p in rows["path"]]
-    if "files" in rows.columns:
-        rows["files"] = [
-            [str((root / f).resolve()) for f in files] if isinstance(files, (list, tuple)) and len(files) else None
-            for files in rows["files"]
-        ]
-    excluded_patients = set(rows.loc[rows["path"].isin(exclude_images), "patient_key"])
-    kept = rows[~rows["patient_key"].isin(excluded_patients)].reset_index(drop=True)
-    log.info(
-        "pretraining on %d volume(s) of %d patient(s); %d volume(s) of %d test patient(s) left out",
-        len(kept), kept["patient_key"].nunique(), len(rows) - len(kept), len(excluded_patients),
-    )
-    if kept.empty:
-        raise DataError("no volume left for pretraining after leaving out the test patients")
-    return kept
+    whose images are in ``exclude_images`` (:func:`medssl.data.unlabeled.unlabeled_entries`)."""
+    from medssl.data.unlabeled import unlabeled_entries
+
+    return unlabeled_entries(manifest, root, exclude_images, modalities)
 
 
 def method_augmentation(config: Config, method: str) -> AugmentationConfig:
@@ -225,8 +210,14 @@ def run_demo(out: Path, quick: bool = False, overrides: Sequence[str] = ()) -> D
         print(f"[4/5] pretraining {method} ({number}/{len(config.demo.methods)}) on {len(entries)} volumes", flush=True)
         encoders[method] = _pretrain(config, method, entries, out / "pretrain" / method)
 
-    print("[5/5] label-efficiency study: scratch against each pretrained encoder", flush=True)
+    arms = "scratch against each pretrained encoder" + (
+        f", each also with {', '.join(m for m in config.study.semi or [] if m != 'none')} on the unlabeled volumes"
+        if any(m != "none" for m in config.study.semi or []) else "")
+    print(f"[5/5] label-efficiency study: {arms}", flush=True)
     config.study.inits = {"scratch": None, **{m: str(p) for m, p in encoders.items()}}
+    semi_arms = [m for m in (config.study.semi or []) if m != "none"]
+    if semi_arms and config.study.unlabeled is None:  # the archive a second time, test patients left out
+        config.study.unlabeled = str(manifest_path)
     study_dir = out / "study"
     report = run_study_from_config(config, study_dir)
     summary_path = study_dir / "summary.csv"

@@ -32,19 +32,10 @@ def load(args: argparse.Namespace, extra_overrides: list[str] | None = None):
     return config, run_dir
 
 
-def print_summary(run_dir: Path, metric: str) -> None:
-    """The init x budget table of ``metric`` from the run's summary.csv."""
-    import pandas as pd
+def print_summary(run_dir: Path, metric: str, baseline: str = "scratch") -> None:
+    """The init x budget table of ``metric``, the differences and the study's warnings
+    (:func:`medssl.study.console.study_table_text`, what ``medssl study`` prints too)."""
+    from medssl.study.console import study_table_text
 
-    from medssl.study.report import difference_table, performance_table
-
-    summary = pd.read_csv(run_dir / "summary.csv")
-    if metric not in set(summary["metric"]):
-        metric = summary["metric"].iloc[0]
-    table = summary[summary["metric"] == metric]
-    print(f"\n{metric}: mean ± sd over seeds [95% bootstrap CI]")
-    print(performance_table(table, metric).to_string(index=False))
-    if "scratch" in set(table["init"]) and table["init"].nunique() > 1:
-        print("\ndifference to scratch [paired 95% CI] (* excludes zero)")
-        print(difference_table(table, metric, "scratch").to_string(index=False))
-    print(f"\nreport: {run_dir / 'report.md'} and {run_dir / 'report.html'}")
+    print()
+    print(study_table_text(run_dir, metric, baseline))

@@ -64,8 +64,15 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 import numpy as np
 
 from medssl.config import PreprocessConfig
-from medssl.data.cache_requests import CacheRequest, request_from_row, requests_from_entries
+from medssl.data.cache_requests import (
+    CacheRequest,
+    request_from_row,
+    request_locations,
+    request_name,
+    requests_from_entries,
+)
 from medssl.errors import DataError, MedsslError
+from medssl.io.redaction import redact_locations
 from medssl.io.volume import Volume
 from medssl.utils.atomic import atomic_write, atomic_write_text
 from medssl.utils.provenance import SourceSpec, source_fingerprint
@@ -424,11 +431,16 @@ class PreprocessedCache:
 
 
 def _ensure(cache: PreprocessedCache, request: CacheRequest) -> tuple[str | None, str, str]:
+    from medssl.io.load import log_names
+
+    name = request_name(request)
     try:
-        return cache.get_request(request).key, "ok", ""
+        with log_names(name):
+            return cache.get_request(request).key, "ok", ""
     except (MedsslError, OSError, ValueError) as exc:
-        logger.warning("cannot preprocess %s: %s", request.image if isinstance(request.image, str) else "series", exc)
-        return None, "error", str(exc)
+        reason = redact_locations(str(exc), request_locations(request, name)) or type(exc).__name__
+        logger.warning("cannot preprocess %s: %s", name, reason)
+        return None, "error", reason
 
 
 _WARM_CACHE: PreprocessedCache | None = None

@@ -7,8 +7,9 @@ names a volume by its ``path`` (a file or a series folder) and optionally its ``
 :func:`usable_entries` keeps the rows that can be read (``status == "ok"``, wanted modalities).
 
 Example:
-    >>> request_from_row({"path": "ct.nii.gz", "mask": "seg.nii.gz", "modality": "CT"}, root="/data")
-    CacheRequest(image='/data/ct.nii.gz', mask='/data/seg.nii.gz', series_uid=None, modality='CT')
+    >>> request_from_row({"path": "ct.nii.gz", "mask": "seg.nii.gz", "modality": "CT", "volume_id": "volume-1"},
+    ...                  root="/data")
+    CacheRequest(image='/data/ct.nii.gz', mask='/data/seg.nii.gz', series_uid=None, modality='CT', label='volume-1')
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from medssl.errors import DataError
+from medssl.io import deid
 from medssl.utils.provenance import SourceSpec
 
-__all__ = ["MASK_COLUMNS", "CacheRequest", "request_from_row", "requests_from_entries", "usable_entries"]
+__all__ = ["MASK_COLUMNS", "CacheRequest", "request_from_row", "request_locations", "request_name", "requests_from_entries",
+           "usable_entries"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class CacheRequest:
     mask: str | None = None
     series_uid: str | None = None
     modality: str | None = None
+    label: str | None = None  # how logs name it: the manifest's volume_id (never a path)
 
 
 MASK_COLUMNS = ("mask_path", "mask", "label_path", "seg_path")
@@ -108,8 +112,9 @@ def request_from_row(row: Any, root: str | os.PathLike | None = None) -> CacheRe
             break
     series_uid = _cell(row, "series_uid")
     modality = _cell(row, "modality")
+    label = _cell(row, "volume_id")
     return CacheRequest(image, mask, None if series_uid is None else str(series_uid),
-                        None if modality is None else str(modality))
+                        None if modality is None else str(modality), None if label is None else str(label))
 
 
 def requests_from_entries(entries: Any, root: str | os.PathLike | None = None) -> list[CacheRequest]:
@@ -120,6 +125,33 @@ def requests_from_entries(entries: Any, root: str | os.PathLike | None = None) -
             raise DataError("the manifest has no 'path' column (image file or series folder per row)")
         return [request_from_row(row, root) for _, row in entries.iterrows()]
     return [request_from_row(row, root) for row in entries]
+
+
+def request_name(request: CacheRequest) -> str:
+    """How logs and reports name a request: its ``volume_id``, else a salted pseudonym of its path
+    (``<file-...>``). Export folders carry patient names: no path goes to a log."""
+    if request.label:
+        return request.label
+    image = request.image
+    source = os.path.abspath(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else \
+        "\n".join(sorted(os.path.abspath(os.fspath(p)) for p in image))
+    return "<" + deid.pseudonymize(source, "file") + ">"
+
+
+def request_locations(request: CacheRequest, name: str) -> dict[str, str]:
+    """The tokens that replace a request's files (and their folders) in an error text (see
+    :func:`medssl.io.redaction.redact_locations`): its :func:`request_name`, ``<mask of ...>``."""
+    paths = [request.image] if isinstance(request.image, (str, os.PathLike)) else list(request.image)
+    locations = {}
+    for path in paths + ([request.mask] if request.mask else []):
+        text = os.fspath(path)
+        token = name if path is not request.mask else f"<mask of {name}>"
+        locations[text], locations[os.path.abspath(text)] = token, token
+        folder = os.path.dirname(text)
+        if folder and folder not in (os.sep, "."):
+            locations.setdefault(folder, f"{token}/..")
+            locations.setdefault(os.path.abspath(folder), f"{token}/..")
+    return locations
 
 
 def usable_entries(entries: Any, modalities: Sequence[str] | None = None) -> Any:

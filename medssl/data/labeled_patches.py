@@ -76,6 +76,10 @@ class LabeledPatchDataset(CachedItemsDataset):
         label_column: a case-level label column to return as ``"label"``.
         threads: torch threads while building an item (:func:`limited_threads`).
         centre_labels: mask values to balance positive centres over (None: any ``mask > 0``).
+        unlabeled: the cases are used without their annotation (consistency training): the centre is
+            drawn uniformly over the volume (the mask is never looked at), masks are optional, and
+            an available mask is returned as ``"truth"`` (for diagnostics only; -1 everywhere for a
+            volume without one) instead of ``"mask"``.
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class LabeledPatchDataset(CachedItemsDataset):
         index_cache: int = 8,
         threads: int | None = 1,
         centre_labels: Sequence[int] | None = None,
+        unlabeled: bool = False,
     ):
         if pos < 0 or neg < 0 or pos + neg <= 0:
             raise ConfigError(f"pos={pos} and neg={neg} must be >= 0 with a positive sum")
@@ -102,8 +107,9 @@ class LabeledPatchDataset(CachedItemsDataset):
             raise ConfigError(f"centre_labels={list(centre_labels)} must list mask values >= 1")
         table = usable_entries(entries)
         self.requests = [request_from_row(row, root) for _, row in table.iterrows()]
+        self.unlabeled = bool(unlabeled)
         missing = [i for i, r in enumerate(self.requests) if r.mask is None]
-        if missing:
+        if missing and not self.unlabeled:
             raise DataError(f"{len(missing)} labeled rows have no mask (first: {table.iloc[missing[0]]['path']}); "
                             "give a mask_path column")
         self.labels = None
@@ -176,15 +182,22 @@ class LabeledPatchDataset(CachedItemsDataset):
         rng = make_rng(self.seed, "labeled-patch", epoch, index)
         d = len(self.patch_size)
         geometry = draw_view_geometry(self.spatial, self.patch_size, (0.0,) * d, rng)
-        centre = self._draw_centre(case, rng)[:d]
         low, high = valid_centre_range(_extent(geometry), case.image.shape[1:1 + d])
+        if self.unlabeled:  # uniform over the volume: where the annotation lies must not steer the draw
+            centre = low + rng.random(d) * (high - low)
+        else:
+            centre = self._draw_centre(case, rng)[:d]
         geometry = replace(geometry, centre=tuple(float(c) for c in np.clip(centre, low, high)))
         image = sample_patch(case.image, geometry, padding_mode=self.spatial.padding_mode)
-        mask = sample_patch(case.mask, geometry, mode="nearest", padding_mode="zeros")  # type: ignore[arg-type]
         if self.intensity is not None:
             generator = make_torch_generator(self.seed, "labeled-intensity", epoch, index)
             image = self.intensity(image[None], generator)[0]
-        item = {"image": image, "mask": mask.long()}
+        item = {"image": image}
+        if case.mask is not None:
+            mask = sample_patch(case.mask, geometry, mode="nearest", padding_mode="zeros")
+            item["truth" if self.unlabeled else "mask"] = mask.long()
+        elif self.unlabeled:  # -1: no annotation (so batches of annotated and bare volumes collate)
+            item["truth"] = torch.full((1, *image.shape[1:]), -1, dtype=torch.long)
         if self.labels is not None:
             item["label"] = torch.tensor(self.labels[volume_index], dtype=torch.long)
         return item

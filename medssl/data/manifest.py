@@ -42,7 +42,7 @@ No identifier reaches the frame's other columns, the reasons or the log: workers
 keys only (the SeriesInstanceUID is blanked before a header leaves its worker), and text that would
 name a location names ``files[k]`` (the row's k-th file, in its ``files`` list), ``<path>`` (the
 row's ``path``) or ``<file>`` in a reason, and the ``volume_id`` in a log record (see
-:func:`medssl.io.scan.redact_locations`). The acquisition columns come only from the
+:func:`medssl.io.redaction.redact_locations`). The acquisition columns come only from the
 de-identification allow-list (:data:`ACQUISITION_COLUMNS`, :data:`medssl.io.deid.ACQUISITION_FIELDS`);
 ``series_description`` is free text on that list and is copied as written.
 
@@ -68,7 +68,6 @@ Example:
     True
 """
 
-
 from __future__ import annotations
 
 import logging
@@ -89,6 +88,7 @@ from medssl.data.manifest_rows import (
     file_row,
     folder_row,
     holds_locations,
+    is_missing,
     nifti_row,
     posix_path,
     redact_reasons,
@@ -109,6 +109,7 @@ from medssl.errors import DataError
 from medssl.io import deid
 from medssl.io.dicom import group_by_series
 from medssl.io.dicom_header import DicomHeader
+from medssl.io.limits import ReadLimits, as_limits
 from medssl.io.scan import list_files_with_stats, scan_files
 
 logger = logging.getLogger(__name__)
@@ -120,6 +121,15 @@ __all__ = [
     "build_manifest", "load_manifest", "load_manifest_volume", "locations_path", "manifest_root",
     "require_locations", "save_manifest", "write_manifest",
 ]
+
+
+def _sorted_by_path(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows by ``path`` then ``volume_id`` (missing last). Sorted in Python: pandas' multi-column
+    sort hashes text through Arrow, which refuses file names that are not valid UTF-8."""
+    keys = [(p is None or is_missing(p), str(p) if not is_missing(p) else "", str(v) if not is_missing(v) else "")
+            for p, v in zip(frame["path"], frame["volume_id"])]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return frame.iloc[order].reset_index(drop=True)
 
 
 def _reusable_rows(previous: pd.DataFrame | str | os.PathLike | None, stats: dict[str, str], salt_id: str) -> list[dict]:
@@ -167,6 +177,7 @@ def build_manifest(
     on_uneven: Literal["error", "resample"] = "error",
     nifti_patient: NiftiPatientRule = "auto",
     exclude: Sequence[str | os.PathLike] = (),
+    limits: ReadLimits | None = None,
 ) -> pd.DataFrame:
     """Scan ``root`` recursively and return one row per volume (see the module docstring).
 
@@ -190,6 +201,9 @@ def build_manifest(
             the path has one, else each file is its own patient), ``"parent"`` (the folder holding
             the file) or ``"file"``.
         exclude: files not to scan (a manifest saved inside ``root``; its temporary files too).
+        limits: the size guard (:class:`medssl.io.limits.ReadLimits`): a volume whose headers promise
+            more voxels or pixel bytes is an ``error`` row (default ``$MEDSSL_MAX_VOXELS`` /
+            ``$MEDSSL_MAX_BYTES``, else 2^31 voxels and 8 GiB).
 
     Returns:
         the manifest, sorted by ``path`` then ``volume_id``. Never raises for a bad file.
@@ -199,6 +213,7 @@ def build_manifest(
         raise DataError(f"cannot scan {root}: no such folder")
     salt_bytes = deid.get_salt(salt)
     salt_id = deid.salt_fingerprint(salt_bytes)
+    limits = as_limits(limits)
     unlisted: dict[str, str] = {}
     stats = list_files_with_stats(root_path, unlisted)
     if "." in unlisted:
@@ -208,7 +223,7 @@ def build_manifest(
     reused = _reusable_rows(previous, stats, salt_id)
     covered = {f for row in reused for f in row_files(row)}
     to_read = [rel for rel in stats if posix_path(rel) not in covered]
-    records = scan_files(str(root_path), to_read, salt_bytes, workers=workers, progress=progress)
+    records = scan_files(str(root_path), to_read, salt_bytes, workers=workers, progress=progress, limits=limits)
 
     # A series that gained a file (or lost one, leaving its other files unchanged but now in a
     # different volume) must be rebuilt from all its files.
@@ -219,7 +234,7 @@ def build_manifest(
     if rebuild:
         native = {posix_path(rel): rel for rel in stats}
         extra = [native[f] for row in rebuild for f in row_files(row) if f in native]
-        records.update(scan_files(str(root_path), extra, salt_bytes, workers=workers, progress=False))
+        records.update(scan_files(str(root_path), extra, salt_bytes, workers=workers, progress=False, limits=limits))
 
     rows: list[dict] = list(kept)
     dicom_headers: list[DicomHeader] = []
@@ -240,14 +255,19 @@ def build_manifest(
         elif record.header is not None:
             dicom_headers.append(record.header)
     for headers in group_by_series(dicom_headers).values():
-        rows.extend(series_rows(headers, stats, salt_bytes, salt_id, on_uneven, str(root_path)))
+        rows.extend(series_rows(headers, stats, salt_bytes, salt_id, on_uneven, str(root_path), limits))
     rows.extend(folder_row(rel, reason, salt_bytes, salt_id) for rel, reason in unlisted.items())
 
-    frame = apply_schema(pd.DataFrame(rows, columns=list(SCHEMA)) if rows else pd.DataFrame(columns=list(SCHEMA)))
+    # dtype=object: pandas would infer Arrow strings, which cannot hold a file name that is not UTF-8
+    frame = apply_schema(pd.DataFrame(rows, columns=list(SCHEMA), dtype=object) if rows else pd.DataFrame(columns=list(SCHEMA)))
     frame = redact_reasons(frame, str(root_path))
-    frame = frame.sort_values(["path", "volume_id"], kind="stable").reset_index(drop=True)
+    frame = _sorted_by_path(frame)
     frame.attrs[ROOT_ATTR] = str(Path(root_path).resolve())
     counts = frame["status"].value_counts().to_dict()
+    unknown = int(((frame["status"] == "ok") & (frame["spacing_known"] == False)).sum())  # noqa: E712
+    if unknown:
+        logger.warning("manifest: %d volumes have unknown pixel spacing (1 mm assumed; column spacing_known, "
+                       "reason says what the header held)", unknown)
     logger.info(
         "manifest: %d ok, %d error, %d skipped rows; %d files read, %d rows reused",
         counts.get("ok", 0),

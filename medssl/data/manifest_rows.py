@@ -32,6 +32,7 @@ from medssl.errors import VolumeReadError
 from medssl.io import deid
 from medssl.io.dicom import VolumePlan, plan_series, series_name
 from medssl.io.dicom_header import DERIVED_SOP_CLASSES, DicomHeader
+from medssl.io.limits import ReadLimits
 from medssl.io.orientation import orientation_code, reoriented_geometry
 from medssl.io.redaction import LocationRedactor, redacted_logs
 from medssl.io.scan import FileRecord, nifti_volume_id
@@ -59,6 +60,8 @@ SCHEMA: dict[str, str] = {
     "magnetic_field_strength": "float64",
     "kvp": "float64",
     "slice_thickness": "float64",
+    "echo_time": "float64",
+    "echo_number": "Int64",
     "photometric": "str",
     "transfer_syntax": "str",
     "channels": "Int64",
@@ -70,6 +73,7 @@ SCHEMA: dict[str, str] = {
     "spacing_z": "float64",
     "orientation": "str",
     "gantry_tilt_deg": "float64",
+    "spacing_known": "boolean",
     "n_frames": "Int64",
     "size_bytes": "Int64",
     "file_stats": "object",
@@ -93,6 +97,7 @@ ACQUISITION_COLUMNS: dict[str, str] = {
     "magnetic_field_strength": "MagneticFieldStrength",
     "kvp": "KVP",
     "slice_thickness": "SliceThickness",
+    "echo_time": "EchoTime",
     "photometric": "PhotometricInterpretation",
 }
 
@@ -200,7 +205,7 @@ def folder_row(rel: str, reason: str, salt: bytes, salt_id: str) -> dict[str, An
 #: come from the parsed header itself); the numeric ones are floats.
 _META_COLUMNS = tuple(c for c in ACQUISITION_COLUMNS if c not in ("modality", "photometric"))
 
-_NUMERIC_COLUMNS = ("magnetic_field_strength", "kvp", "slice_thickness")
+_NUMERIC_COLUMNS = ("magnetic_field_strength", "kvp", "slice_thickness", "echo_time")
 
 
 def _acquisition_columns(meta: dict[str, Any]) -> dict[str, Any]:
@@ -272,19 +277,28 @@ def _plan_row(plan: VolumePlan, whole_series: bool, stats: dict[str, str], salt:
     row = dicom_base(plan.headers, stats, salt_id)
     first = plan.headers[0]
     identity = first.series_key if whole_series and first.series_key else (first.instance_key or "file:" + posix_path(first.path))
+    if plan.echo is not None and first.series_key:  # one echo of a multi-echo series
+        identity = f"{first.series_key}|echo:{plan.echo[0]}|{plan.echo[1]}"
+        row["echo_number"], row["echo_time"] = plan.echo
     row["volume_id"] = deid.pseudonymize(identity, "volume", salt)
     row.update(_geometry_columns(plan.affine_ras, plan.stack.shape))
     row["channels"] = plan.channels
     row["gantry_tilt_deg"] = float(plan.stack.notes.get("gantry_tilt_deg", 0.0))
+    row["spacing_known"] = not plan.stack.notes.get("pixel_spacing_assumed", False)
     if first.sop_class in DERIVED_SOP_CLASSES:
         row.update(status="skipped", reason=f"derived object ({DERIVED_SOP_CLASSES[first.sop_class]}), not an acquired image")
     else:
-        row.update(status="ok", reason=plan.stack.issue)
+        notes = [plan.stack.issue] if plan.stack.issue else []
+        if not row["spacing_known"]:
+            found = next((h.spacing_issue for h in plan.headers if h.spacing_issue), None) or "no PixelSpacing"
+            notes.append(f"pixel spacing unknown ({found}): 1 mm assumed")
+        row.update(status="ok", reason="; ".join(notes) or None)
     return row
 
 
 def series_rows(
-    headers: list[DicomHeader], stats: dict[str, str], salt: bytes, salt_id: str, on_uneven: str, root: str
+    headers: list[DicomHeader], stats: dict[str, str], salt: bytes, salt_id: str, on_uneven: str, root: str,
+    limits: ReadLimits | None = None,
 ) -> list[dict]:
     # Workers decode acquisition fields once per series: share them with the series' other files.
     shared = next((h.meta for h in sorted(headers, key=lambda h: h.path) if h.meta is not None), None)
@@ -306,7 +320,7 @@ def series_rows(
     try:
         # Geometry code logs (a resampled stack) name the series' folder: the log names the volume.
         with redacted_logs(_location_tokens(rels, folder, root, volume_id=series_id)):
-            plans = plan_series(headers, on_uneven=on_uneven)  # type: ignore[arg-type]
+            plans = plan_series(headers, on_uneven=on_uneven, limits=limits)  # type: ignore[arg-type]
     except VolumeReadError as exc:
         row = dicom_base(headers, stats, salt_id)
         row["volume_id"] = series_id
@@ -314,6 +328,8 @@ def series_rows(
         row.update(status="error", reason=in_reason(text))
         return [row]
     whole = len(plans) == 1 and len(plans[0].headers) == len(headers)
+    if any(plan.echo is not None for plan in plans):
+        whole = False
     return [_plan_row(plan, whole, stats, salt, salt_id) for plan in plans]
 
 
@@ -359,6 +375,8 @@ def nifti_row(record: FileRecord, stats: dict[str, str], salt: bytes, salt_id: s
         spacing_z=summary["spacing"][2],
         orientation=summary["orientation"],
         gantry_tilt_deg=0.0,
+        spacing_known=summary.get("spacing_known", True),
+        reason=summary.get("affine_issue"),
     )
     row.update(_acquisition_columns(summary.get("meta", {})))
     return row
@@ -382,15 +400,30 @@ def apply_schema(frame: pd.DataFrame, locations: bool = True) -> pd.DataFrame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
         elif dtype == "float64":
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+        elif dtype == "boolean":
+            frame[column] = pd.Series([_as_bool(v) for v in frame[column]], index=frame.index, dtype="boolean")
         else:
             values = [None if v is None or (np.ndim(v) == 0 and pd.isna(v)) else str(v) for v in frame[column]]
-            frame[column] = pd.Series(values, index=frame.index, dtype="str")
+            try:
+                frame[column] = pd.Series(values, index=frame.index, dtype="str")
+            except UnicodeEncodeError:  # a file name that is not valid UTF-8: kept as Python text
+                frame[column] = pd.Series(values, index=frame.index, dtype=object)
     if locations and len(frame):
         not_dicom = (frame["format"] != "dicom").to_numpy()
         if not_dicom.any():
             files = frame["files"].tolist()
             frame["files"] = pd.Series([None if nd else f for f, nd in zip(files, not_dicom)], index=frame.index, dtype=object)
     return frame.reset_index(drop=True)
+
+
+def _as_bool(value: Any) -> Any:
+    """``True``/``False`` from a bool, a number or the text a CSV holds; missing -> ``pd.NA``."""
+    if is_missing(value):
+        return pd.NA
+    if isinstance(value, str):
+        text = value.strip().lower()
+        return True if text in ("true", "1", "yes") else (False if text in ("false", "0", "no") else pd.NA)
+    return bool(value)
 
 
 def holds_locations(frame: pd.DataFrame) -> bool:

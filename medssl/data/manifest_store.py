@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import urllib.parse
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence
 
@@ -88,6 +89,52 @@ def _holds_paths(values: pd.Series) -> bool:
                 return True
     return False
 
+#: Prefix of a location written in escaped form: a file name that is not valid UTF-8.
+_BYTES_PREFIX = "fsbytes:"
+
+
+def _escape_location(value: Any) -> Any:
+    """A path as text that every table format stores: unchanged when it is valid UTF-8; otherwise
+    (names with bytes like ``ff fe``, which Python holds as lone surrogates and Parquet and UTF-8
+    CSV refuse) ``fsbytes:`` + its bytes percent-encoded, which :func:`_unescape_location` reverses."""
+    if not isinstance(value, str):
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return _BYTES_PREFIX + urllib.parse.quote_from_bytes(os.fsencode(value), safe="/")
+
+
+def _unescape_location(value: Any) -> Any:
+    if not isinstance(value, str) or not value.startswith(_BYTES_PREFIX):
+        return value
+    raw = urllib.parse.unquote_to_bytes(value[len(_BYTES_PREFIX):])
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return os.fsdecode(raw)
+    return value  # a real name that begins with the prefix (never written escaped)
+
+
+def _map_locations(frame: pd.DataFrame, convert: Any) -> pd.DataFrame:
+    """``convert`` applied to every text of the location columns (lists element-wise)."""
+    columns = [c for c in (*LOCATION_COLUMNS, _ROOT_COLUMN) if c in frame.columns and c != "file_stats"]
+    if not columns:
+        return frame
+    frame = frame.copy()
+    for column in columns:
+        frame[column] = pd.Series(
+            [[convert(v) for v in value] if isinstance(value, (list, tuple, np.ndarray)) else convert(value)
+             for value in frame[column]],
+            index=frame.index, dtype=object,
+        )
+    return frame
+
+
+def _write_table(frame: pd.DataFrame, path: Path, suffix: str) -> None:
+    dump_table(_map_locations(frame, _escape_location), path, suffix)
+
 
 def save_manifest(frame: pd.DataFrame, path: str | os.PathLike, *, share: Sequence[str] = ()) -> Path:
     """Write a manifest atomically as two files: the shareable manifest at ``path`` and its
@@ -138,12 +185,12 @@ def save_manifest(frame: pd.DataFrame, path: str | os.PathLike, *, share: Sequen
     locations = locations_path(path)
     with atomic_path(path, suffix=suffix) as tmp_manifest:
         with atomic_path(locations, suffix=suffix) if local else contextlib.nullcontext() as tmp_locations:
-            dump_table(table[shared], tmp_manifest, suffix)
+            _write_table(table[shared], tmp_manifest, suffix)
             if tmp_locations is not None:
                 located = table[["volume_id"] + local].copy()
                 if has_locations and frame.attrs.get(ROOT_ATTR):
                     located[_ROOT_COLUMN] = str(frame.attrs[ROOT_ATTR])
-                dump_table(located, tmp_locations, suffix)
+                _write_table(located, tmp_locations, suffix)
     if local:
         logger.info(
             "manifest written to %s: shareable (no file locations, no identifiers); its locations file %s "
@@ -153,6 +200,11 @@ def save_manifest(frame: pd.DataFrame, path: str | os.PathLike, *, share: Sequen
     else:
         logger.info("manifest written to %s without file locations (the frame has none); %s not written", path, locations.name)
     return path
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    frame = read_table(path, what="manifest file", as_text=True, list_columns=LIST_COLUMNS)
+    return _map_locations(frame, _unescape_location)
 
 
 def _join_locations(frame: pd.DataFrame, local: pd.DataFrame, path: Path, locations: Path) -> pd.DataFrame:
@@ -197,7 +249,7 @@ def load_manifest(path: str | os.PathLike, *, require_locations: bool = False) -
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest {path} does not exist (build it with `medssl manifest ROOT --out {path}`)")
-    frame = read_table(path, what="manifest file", as_text=True, list_columns=LIST_COLUMNS)
+    frame = _read_table(path)
     missing = [c for c in ("volume_id", "status") if c not in frame.columns]
     if missing:
         raise DataError(f"manifest {path} lacks the columns {missing}; rebuild it with `medssl manifest`")
@@ -216,7 +268,7 @@ def load_manifest(path: str | os.PathLike, *, require_locations: bool = False) -
         table = apply_schema(frame, locations=False)
         table.attrs[MISSING_LOCATIONS_ATTR] = str(locations)
         return table
-    local = read_table(locations, what="manifest file", as_text=True, list_columns=LIST_COLUMNS)
+    local = _read_table(locations)
     root = None
     if _ROOT_COLUMN in local.columns:
         roots = local[_ROOT_COLUMN].dropna().unique()

@@ -219,13 +219,15 @@ def _attach_log_file(path: Path) -> tuple[logging.Handler, int]:
 
 def _warm_cache(cache: Any, table: Any, root: Path | None, workers: int, ctx: DistributedContext) -> Any:
     """Preprocess every volume once (local rank 0), then keep the rows that succeeded everywhere."""
+    from medssl.data.cache_requests import request_from_row, request_name
+
     keep = None
     if ctx.local_rank == 0:
         report = cache.warm(table, workers=workers, root=root)
         keep = (report["status"] == "ok").tolist()
         for (_, row), (_, status) in zip(table.iterrows(), report.iterrows()):
-            if status["status"] != "ok":
-                logger.warning("skipping %s: %s", row["path"], status["reason"])
+            if status["status"] != "ok":  # named by volume_id: paths carry patient names (reason names none)
+                logger.warning("skipping %s: %s", request_name(request_from_row(row, root)), status["reason"])
     barrier(ctx)
     keep = broadcast_object(keep, ctx)
     kept = table[keep].reset_index(drop=True)

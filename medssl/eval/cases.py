@@ -113,12 +113,13 @@ class WholeVolumeDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, cases: Sequence[LabeledCase], size: Sequence[int], *, seed: int,
-                 flip_prob: float = 0.5, flip_axes: Sequence[int] = (0,)):
+                 flip_prob: float = 0.5, flip_axes: Sequence[int] = (0,), unlabeled: bool = False):
         missing = [c.case_id for c in cases if c.label is None]
-        if missing:
+        if missing and not unlabeled:
             raise ValueError(f"classification cases without a label: {missing[:5]}")
         self.images = [whole_volume_input(c.image_tensor(), size) for c in cases]
-        self.labels = [int(c.label) for c in cases]  # type: ignore[arg-type]
+        self.labels = [-1 if c.label is None else int(c.label) for c in cases]
+        self.unlabeled = bool(unlabeled)  # the label travels as "truth" (diagnostics only), -1 if unknown
         self.seed = int(seed)
         self.flip_prob = float(flip_prob)
         self.flip_axes = tuple(int(a) for a in flip_axes)
@@ -140,4 +141,4 @@ class WholeVolumeDataset(torch.utils.data.Dataset):
             axes = [1 + a for a, d in zip(self.flip_axes, draws) if d < self.flip_prob and 1 + a < image.ndim]
             if axes:
                 image = torch.flip(image, dims=axes)
-        return {"image": image, "label": torch.tensor(self.labels[index], dtype=torch.long)}
+        return {"image": image, ("truth" if self.unlabeled else "label"): torch.tensor(self.labels[index], dtype=torch.long)}

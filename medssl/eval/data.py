@@ -67,6 +67,31 @@ class LabeledData:
         return index.loc[list(case_ids)].reset_index()
 
 
+def resolve_stratify_column(config: Config, columns: Any, *, quiet: bool = False) -> str | None:
+    """The column splits are stratified on (``study.stratify_column``, see
+    :class:`medssl.config.StudyConfig`), or None. ``auto`` is the label column when ``columns`` has
+    it (logged at INFO, as is its absence); an explicitly named column that is absent is a warning."""
+    column = config.study.stratify_column
+    label = config.finetune.label_column
+    if not column:
+        return None
+    if column == "auto":
+        chosen = label if label in columns else None
+        if not quiet:
+            if chosen:
+                log.info("study.stratify_column auto: splits are stratified on %r", chosen)
+            else:
+                log.info("study.stratify_column auto: the labels table has no %r column, so splits are not "
+                         "stratified (name a column in study.stratify_column to stratify on it)", label)
+        return chosen
+    if column not in columns:
+        if not quiet:
+            log.warning("study.stratify_column %r is not in the labels table; splitting without stratification",
+                        column)
+        return None
+    return column
+
+
 def _checked_table(raw: pd.DataFrame, config: Config, source: str, need_mask: bool, need_label: bool) -> pd.DataFrame:
     study, finetune = config.study, config.finetune
     required = [study.case_column, "image"] + (["mask"] if need_mask else []) + \
@@ -139,8 +164,7 @@ def load_labeled_data(
     patch_classifier = (finetune.task == "classification" and study.evaluation == "finetune"
                         and finetune.classification_input == "patch")
     need_mask = not classification or patch_classifier  # patch classifiers centre patches on the mask
-    need_label = classification or (study.stratify_column == finetune.label_column
-                                    and finetune.label_column in raw.columns)
+    need_label = classification or resolve_stratify_column(config, raw.columns, quiet=True) == finetune.label_column
     clean = _checked_table(raw, config, source, need_mask=need_mask, need_label=need_label)
 
     def resolve(value: Any) -> str | None:

@@ -46,7 +46,7 @@ from medssl.eval.evaluate import classifier_input_size, evaluate_segmentation, p
 from medssl.eval.finetune import finetune_classification, finetune_segmentation
 from medssl.eval.metrics import classification_table
 from medssl.eval.networks import SCRATCH, build_finetune_model, is_scratch, load_encoder
-from medssl.eval.probes import extract_features, knn_probe, linear_probe
+from medssl.eval.probes import extract_features, knn_k_used, knn_probe, linear_probe
 from medssl.utils.devices import resolve_device
 from medssl.utils.seeding import seed_everything
 
@@ -108,6 +108,45 @@ def _patch_dataset(data: LabeledData, ids: Sequence[str], cfg: FinetuneConfig, s
     )
 
 
+def unlabeled_patch_dataset(data: LabeledData, ids: Sequence[str], cfg: FinetuneConfig, spatial_dims: int,
+                            seed: int, extra: pd.DataFrame | None = None):
+    """Unlabeled patches for consistency training: the cases ``ids`` (never test cases) used without
+    their annotation, then the ``extra`` unlabeled volumes (manifest rows with absolute paths), patch
+    centres uniform over each volume, the same mild geometry as the labeled patches; an annotation,
+    where there is one, rides along as ``"truth"`` for diagnostics only."""
+    from medssl.data.labeled_patches import LabeledPatchDataset
+
+    rows = [data.entries_for(list(ids))] if ids else []
+    if extra is not None and len(extra):
+        rows.append(extra.drop(columns=[c for c in ("mask", "mask_path") if c in extra.columns]))
+    if not rows:
+        return None
+    entries = pd.concat(rows, ignore_index=True)
+    return LabeledPatchDataset(
+        data.cache, entries, dataset_patch_size(cfg, spatial_dims), seed=seed + 104729,
+        spatial=finetune_spatial_augmentation(cfg.augment), samples_per_volume=max(1, cfg.batch_size),
+        unlabeled=True,
+    )
+
+
+def strong_view_for(config: Config, data: LabeledData):
+    """The strong view of consistency training: ``finetune.semi.strong`` (a preset name), else the
+    preset of the cases' modality (``ct`` for CT, ``mr`` for MR; the CT window of preprocessing)."""
+    from medssl.eval.semi_supervised import build_strong_view
+
+    semi = config.finetune.semi
+    preset = semi.strong
+    if preset is None:
+        modalities = data.table["modality"].astype(str).str.upper() if "modality" in data.table.columns else None
+        modality = modalities.mode().iat[0] if modalities is not None and len(modalities) else "CT"
+        preset = {"CT": "ct", "MR": "mr", "CR": "xr", "DX": "xr", "US": "us"}.get(modality, "ct")
+        log.debug("semi-supervised strong view: preset %s (modality %s)", preset, modality)
+    args = dict(semi.strong_args)
+    if preset == "ct":
+        args.setdefault("ct_window", tuple(config.data.preprocess.ct_window))
+    return build_strong_view(preset, **args)
+
+
 def balanced_centre_labels(cfg: FinetuneConfig) -> list[int] | None:
     """The mask values whose voxels are drawn class-balanced as patch centres
     (``finetune.class_balanced``): ``mask_labels``, or ``1 .. num_classes - 1`` when the mask is
@@ -148,14 +187,23 @@ def train_and_evaluate(
     encoder_config: Any | None = None,
     features: dict[str, np.ndarray] | None = None,
     keep_model: bool = False,
+    unlabeled_ids: Sequence[str] = (),
+    unlabeled_entries: pd.DataFrame | None = None,
 ) -> RunOutcome:
-    """Train on ``train_ids`` from ``init`` and score ``test_ids`` (module docstring)."""
+    """Train on ``train_ids`` from ``init`` and score ``test_ids`` (module docstring).
+
+    With ``finetune.semi.method`` other than ``none`` (segmentation), the cases ``unlabeled_ids``
+    and the manifest rows ``unlabeled_entries`` are the unlabeled volumes of consistency training
+    (an annotation is never used to train)."""
     cfg, study = config.finetune, config.study
     if not train_ids or not test_ids:
         raise ConfigError(f"a run needs training and test cases (got {len(train_ids)} and {len(test_ids)})")
     overlap = set(train_ids) & set(test_ids)
     if overlap:
         raise ConfigError(f"case(s) {sorted(overlap)[:5]} are both training and test cases")
+    leaked = set(unlabeled_ids) & (set(test_ids) | set(val_ids))
+    if leaked:
+        raise ConfigError(f"case(s) {sorted(leaked)[:5]} are both unlabeled training and test/validation cases")
     if cfg.network != "auto":
         raise ConfigError(f"finetune.network={cfg.network!r}: the network follows the encoder (resnet* -> FlexibleUNet, "
                           "segresnet -> SegResNet, swin -> SwinUNETR, ...); leave it 'auto' and pass its options in "
@@ -175,17 +223,36 @@ def train_and_evaluate(
             probabilities = linear_probe(x_train, y_train, x_test, num_classes=cfg.num_classes, C=study.probe_c)
         else:
             probabilities = knn_probe(x_train, y_train, x_test, num_classes=cfg.num_classes, k=study.knn_k)
+            record["knn_k"] = knn_k_used(study.knn_k, len(train_ids))
         per_case = _long_classification(data, test_ids, probabilities)
         record["feature_dim"] = int(x_train.shape[1])
     elif cfg.task == "segmentation":
         model = build_finetune_model("segmentation", encoder_config, init, num_classes=cfg.num_classes, seed=seed,
                                      network_args=cfg.network_args, transfer_decoder=cfg.transfer_decoder)
         patches = _patch_dataset(data, train_ids, cfg, model.spatial_dims, seed, None)
+        unlabeled, strong = None, None
+        if cfg.semi.method != "none":
+            unlabeled_ids = [c for c in unlabeled_ids if c not in set(train_ids)]
+            unlabeled = unlabeled_patch_dataset(data, unlabeled_ids, cfg, model.spatial_dims, seed, unlabeled_entries)
+            strong = strong_view_for(config, data)
+            n_extra = 0 if unlabeled_entries is None else len(unlabeled_entries)
+            record.update(semi=cfg.semi.method, n_unlabeled=len(unlabeled_ids) + n_extra)
         history = finetune_segmentation(model, patches, cfg, seed=seed, validation=data.subset(list(val_ids)),
-                                        num_workers=config.data.num_workers)
+                                        num_workers=config.data.num_workers, unlabeled=unlabeled, strong=strong)
         per_case = evaluate_segmentation(model, data.subset(list(test_ids)), cfg)
         record.update(history=history.as_dict(), transfer=model.transfer_summary())
     else:
+        unlabeled, strong = None, None
+        if cfg.semi.method != "none":
+            if cfg.classification_input != "whole" or unlabeled_entries is not None:
+                raise ConfigError("semi-supervised classification uses whole volumes of the labels table's pool: set "
+                                  "finetune.classification_input=whole and leave study.unlabeled unset")
+            unlabeled_ids = [c for c in unlabeled_ids if c not in set(train_ids)]
+            if unlabeled_ids:
+                unlabeled = WholeVolumeDataset(data.subset(unlabeled_ids), classifier_input_size(cfg), seed=seed + 104729,
+                                               flip_prob=0.5 if cfg.augment else 0.0, unlabeled=True)
+            strong = strong_view_for(config, data)
+            record.update(semi=cfg.semi.method, n_unlabeled=len(unlabeled_ids))
         model = build_finetune_model("classification", encoder_config, init, num_classes=cfg.num_classes, seed=seed,
                                      network_args=cfg.network_args)
         if cfg.classification_input == "whole":
@@ -194,7 +261,7 @@ def train_and_evaluate(
         else:
             dataset = _patch_dataset(data, train_ids, cfg, model.spatial_dims, seed, "label")
         history = finetune_classification(model, dataset, cfg, seed=seed, validation=data.subset(list(val_ids)),
-                                          num_workers=config.data.num_workers)
+                                          num_workers=config.data.num_workers, unlabeled=unlabeled, strong=strong)
         per_case = predict_classification(model, data.subset(list(test_ids)), cfg)
         record.update(history=history.as_dict(), transfer=model.transfer_summary())
     record["seconds"] = round(time.perf_counter() - started, 3)

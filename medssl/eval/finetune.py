@@ -66,6 +66,10 @@ class FinetuneHistory:
     trainable: int = 0
     validation: list[tuple[int, float]] = field(default_factory=list)
     best_step: int | None = None
+    forward_items: int = 0
+    """Images the networks (student and teacher) were run on in training: the compute of an arm."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Method-specific records (semi-supervised: pseudo-label coverage and accuracy per class)."""
 
     @property
     def final_loss(self) -> float:
@@ -75,7 +79,8 @@ class FinetuneHistory:
         return {
             "steps": len(self.losses), "final_loss": self.final_loss, "first_loss": self.losses[0] if self.losses else None,
             "seconds": round(self.seconds, 3), "frozen_tensors": self.frozen, "trainable_tensors": self.trainable,
-            "validation": self.validation, "best_step": self.best_step,
+            "validation": self.validation, "best_step": self.best_step, "forward_items": self.forward_items,
+            **self.extra,
         }
 
 
@@ -153,6 +158,7 @@ def _train_loop(
     device: torch.device,
     validate: Callable[[], float] | None,
     desc: str,
+    after_step: Callable[[nn.Module, int], None] | None = None,
 ) -> FinetuneHistory:
     network, norm_eval, optimizer, scheduler, precision, n_frozen, n_trainable = _prepare_training(model, cfg, device)
     history = FinetuneHistory(frozen=n_frozen, trainable=n_trainable)
@@ -176,6 +182,8 @@ def _train_loop(
         precision.clip_and_step(optimizer, network.parameters(), cfg.max_grad_norm)
         history.learning_rates.append(max(float(g["lr"]) for g in optimizer.param_groups))
         scheduler.step()
+        if after_step is not None:
+            after_step(network, step)
         history.losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{history.losses[-1]:.4f}")
         if validate is not None and cfg.val_every and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
@@ -212,25 +220,54 @@ def finetune_segmentation(
     device: torch.device | str | None = None,
     validation: Sequence[LabeledCase] | None = None,
     num_workers: int = 0,
+    unlabeled: Dataset | None = None,
+    strong: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> FinetuneHistory:
     """Train ``model`` on ``patches`` (items ``{"image", "mask"}``) for ``cfg.steps`` steps.
 
     Masks are mapped to classes by ``cfg.mask_labels``. With ``validation`` cases and
-    ``cfg.val_every``, the weights with the best mean validation Dice are kept.
+    ``cfg.val_every``, the weights with the best mean validation Dice are kept. With
+    ``cfg.semi.method`` other than ``none``, ``unlabeled`` patches (items ``{"image"}``, optionally
+    ``"truth"`` for diagnostics) and the strong view's intensity augmentation ``strong`` add the
+    consistency loss of :mod:`medssl.eval.semi_supervised`; the labeled batches are the same as
+    without it (same seed, same order), so the two arms are paired.
     """
     if model.task != "segmentation":
         raise ValueError(f"finetune_segmentation needs a segmentation model, got {model.task}")
     device = torch.device(device) if device is not None else resolve_device(cfg.device, "finetune.device")
     criterion = segmentation_loss()
 
-    def loss_of_batch(network: nn.Module, batch: Any) -> torch.Tensor:
+    def labeled_inputs(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = _split_batch(batch, ["image", "mask|label"])
         image = _to_spatial_dims(image.float(), model.spatial_dims).to(device)
         target = _to_spatial_dims(remap_mask(mask, cfg.mask_labels), model.spatial_dims).to(device)
         if int(target.max()) >= cfg.num_classes:
             raise DataError(f"a mask holds class {int(target.max())} but finetune.num_classes is {cfg.num_classes}; "
                             "set finetune.mask_labels or num_classes")
+        return image, target
+
+    history_extra: dict[str, Any] = {}
+    forward_items = [0]
+
+    def loss_of_batch(network: nn.Module, batch: Any) -> torch.Tensor:
+        image, target = labeled_inputs(batch)
+        forward_items[0] += image.shape[0]
         return criterion(network(image).float(), target)
+
+    after_step = None
+    batches = iterate_batches(patches, cfg.batch_size, seed=seed, num_workers=num_workers)
+    if cfg.semi.method != "none":
+        def truth_of(item: Any) -> torch.Tensor | None:
+            truth = item.get("truth")
+            if truth is None:
+                return None
+            known = truth >= 0  # -1: a volume without annotation
+            truth = torch.where(known, remap_mask(truth.clamp_min(0), cfg.mask_labels), torch.full_like(truth, -1))
+            return _to_spatial_dims(truth, model.spatial_dims)
+
+        loss_of_batch, after_step, batches = _semi_supervised_step(
+            model, cfg, criterion, labeled_inputs, truth_of, batches, unlabeled, strong, seed=seed, device=device,
+            num_workers=num_workers, forward_items=forward_items, extra=history_extra)
 
     validate = None
     if validation:
@@ -239,8 +276,79 @@ def finetune_segmentation(
         def validate() -> float:
             return float(evaluate_segmentation(model, validation, cfg, metrics=["dice"], device=device)["dice"].mean())
 
-    batches = iterate_batches(patches, cfg.batch_size, seed=seed, num_workers=num_workers)
-    return _train_loop(model, batches, cfg, loss_of_batch, device=device, validate=validate, desc="finetune seg")
+    history = _train_loop(model, batches, cfg, loss_of_batch, device=device, validate=validate,
+                          desc="finetune seg" if cfg.semi.method == "none" else f"finetune seg + {cfg.semi.method}",
+                          after_step=after_step)
+    history.forward_items = forward_items[0]
+    history.extra.update(history_extra)
+    return history
+
+
+def _semi_supervised_step(model: FinetuneModel, cfg: FinetuneConfig, criterion: nn.Module,
+                          labeled_inputs: Callable[[Any], tuple[torch.Tensor, torch.Tensor]],
+                          truth_of: Callable[[Any], torch.Tensor | None],
+                          labeled_batches: Iterator[Any], unlabeled: Dataset | None, strong: Any, *, seed: int,
+                          device: torch.device, num_workers: int, forward_items: list[int],
+                          extra: dict[str, Any]):
+    """The loss, after-step hook and batch stream of consistency training (``finetune.semi``), for
+    segmentation (dense, per-voxel) and classification (per-case) alike.
+
+    Before ``semi.start_step`` (and wherever the ramped weight is 0) a step is exactly a labels-only
+    step. Afterwards one student forward runs on the labeled images and the strong views together
+    (batch-norm statistics over both), the teacher on the weak views without gradient.
+    ``truth_of(item)``: the unlabeled items' own annotation (for the pseudo-label diagnostics only).
+    """
+    from medssl.eval.semi_supervised import ConsistencyObjective, build_strong_view
+    from medssl.models.registry import encoder_class
+
+    semi = cfg.semi
+    if unlabeled is None or len(unlabeled) == 0:  # type: ignore[arg-type]
+        raise DataError(f"finetune.semi.method={semi.method} needs unlabeled volumes, and there are none "
+                        "(the training pool outside the labeled cases, or study.unlabeled)")
+    modules = tuple(getattr(encoder_class(str(model.encoder_config["name"])), "network_modules", ()) or ("encoder",))
+    if model.task == "classification":
+        modules = ("encoder",)
+    objective = ConsistencyObjective(semi, cfg.num_classes, strong or build_strong_view("ct"), encoder_modules=modules,
+                                     dense=model.task == "segmentation")
+    unlabeled_batches = iterate_batches(unlabeled, semi.unlabeled_batch_size or cfg.batch_size,
+                                        seed=seed + 7919, num_workers=num_workers)
+    generator = make_torch_generator(seed, "semi-supervised")
+    state: dict[str, Any] = {"step": 0, "teacher": None}
+    weights: list[float] = []
+
+    def loss_of_batch(network: nn.Module, batch: Any) -> torch.Tensor:
+        step = state["step"]
+        if state["teacher"] is None and semi.teacher == "ema":
+            state["teacher"] = objective.make_teacher(network)
+        weight = objective.weight(step)
+        weights.append(weight)
+        image, target = labeled_inputs(batch)
+        if weight <= 0.0:
+            forward_items[0] += image.shape[0]
+            return criterion(network(image).float(), target)
+        item = next(unlabeled_batches)
+        weak = _to_spatial_dims(item["image"].float(), model.spatial_dims).to(device)
+        truth = truth_of(item)
+        teacher = state["teacher"] if state["teacher"] is not None else network
+        probabilities = objective.teacher_probabilities(teacher, weak)
+        views, boxes = objective.strong_inputs(weak, generator)
+        logits = network(torch.cat([image, *views])).float()
+        n = image.shape[0]
+        supervised = criterion(logits[:n], target)
+        strong_logits = list(torch.split(logits[n:], weak.shape[0]))
+        unsupervised, _logs = objective.loss(network, probabilities, strong_logits, boxes, weak, generator, truth)
+        per_teacher = 2 if semi.teacher_flips else 1
+        forward_items[0] += n + weak.shape[0] * (len(views) + per_teacher + (semi.method == "unimatch"))
+        return supervised + weight * unsupervised
+
+    def after_step(network: nn.Module, step: int) -> None:
+        if state["teacher"] is not None:
+            state["teacher"].update(network, step)
+        state["step"] = step + 1
+        extra.update(objective.stats.as_dict(), semi_method=semi.method,
+                     semi_steps=int(sum(1 for w in weights if w > 0)))
+
+    return loss_of_batch, after_step, labeled_batches
 
 
 # ---- classification ----------------------------------------------------------------------------
@@ -255,19 +363,32 @@ def finetune_classification(
     device: torch.device | str | None = None,
     validation: Sequence[LabeledCase] | None = None,
     num_workers: int = 0,
+    unlabeled: Dataset | None = None,
+    strong: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> FinetuneHistory:
-    """Train encoder + head with cross-entropy on items ``{"image": (C, *S), "label": int}``."""
+    """Train encoder + head with cross-entropy on items ``{"image": (C, *S), "label": int}``.
+
+    With ``cfg.semi.method`` other than ``none``, ``unlabeled`` items ``{"image"}`` (optionally
+    ``"truth"``) add the per-case consistency loss (pseudo-labels of whole cases; no CutMix)."""
     if model.task != "classification":
         raise ValueError(f"finetune_classification needs a classification model, got {model.task}")
     device = torch.device(device) if device is not None else resolve_device(cfg.device, "finetune.device")
     criterion = nn.CrossEntropyLoss()
 
-    def loss_of_batch(network: nn.Module, batch: Any) -> torch.Tensor:
+    def labeled_inputs(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = _split_batch(batch, ["image", "label|target"])
         image = _to_spatial_dims(image.float(), model.spatial_dims).to(device)
         label = torch.as_tensor(label).long().reshape(-1).to(device)
         if int(label.max()) >= cfg.num_classes or int(label.min()) < 0:
             raise DataError(f"a case label lies outside [0, {cfg.num_classes - 1}] (finetune.num_classes)")
+        return image, label
+
+    forward_items = [0]
+    history_extra: dict[str, Any] = {}
+
+    def loss_of_batch(network: nn.Module, batch: Any) -> torch.Tensor:
+        image, label = labeled_inputs(batch)
+        forward_items[0] += image.shape[0]
         return criterion(network(image).float(), label)
 
     validate = None
@@ -281,4 +402,18 @@ def finetune_classification(
             return scores["auc"] if np.isfinite(scores["auc"]) else scores["balanced_accuracy"]
 
     batches = iterate_batches(dataset, cfg.batch_size, seed=seed, num_workers=num_workers)
-    return _train_loop(model, batches, cfg, loss_of_batch, device=device, validate=validate, desc="finetune cls")
+    after_step = None
+    if cfg.semi.method != "none":
+        def truth_of(item: Any) -> torch.Tensor | None:
+            truth = item.get("truth")
+            return None if truth is None else torch.as_tensor(truth).long().reshape(-1)
+
+        loss_of_batch, after_step, batches = _semi_supervised_step(
+            model, cfg, criterion, labeled_inputs, truth_of, batches, unlabeled, strong, seed=seed, device=device,
+            num_workers=num_workers, forward_items=forward_items, extra=history_extra)
+    history = _train_loop(model, batches, cfg, loss_of_batch, device=device, validate=validate,
+                          desc="finetune cls" if cfg.semi.method == "none" else f"finetune cls + {cfg.semi.method}",
+                          after_step=after_step)
+    history.forward_items = forward_items[0]
+    history.extra.update(history_extra)
+    return history

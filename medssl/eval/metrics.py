@@ -6,18 +6,26 @@ Segmentation metrics come from MONAI (``compute_dice``, ``compute_hausdorff_dist
 a clinician reading a table needs fixed:
 
 * distances are in millimetres, using the voxel spacing of the case;
-* empty structures get a defined value instead of NaN, so that every case counts in a mean and a
-  bootstrap interval:
+* a class absent from a case's reference is not scored on that case, as nnU-Net's evaluation does
+  (and MONAI's ``DiceMetric(ignore_empty=True)``): scoring it 1 would let a class that was never
+  learned raise every mean on the cases without it. Its per-class values are NaN, the case's mean
+  is over the classes it contains, and the rows ``present_<k>`` and ``predicted_<k>`` (1 or 0)
+  record whether the class is in the reference and in the prediction, so a report can count the
+  cases that contain each class and the classes never predicted where present:
 
-  ========================  ======  =================================  ============
-  reference / prediction    Dice    HD95                               surface Dice
-  ========================  ======  =================================  ============
-  both empty                1       0                                  1
-  one empty, other not      0       diagonal of the image in mm        0
-  ========================  ======  =================================  ============
+  ===========================  ======  =================================  ============
+  reference / prediction       Dice    HD95                               surface Dice
+  ===========================  ======  =================================  ============
+  both empty                   NaN     NaN                                NaN
+  reference empty, predicted   0       diagonal of the image in mm        0
+  present, not predicted       0       diagonal of the image in mm        0
+  ===========================  ======  =================================  ============
 
-  The HD95 of a missed (or hallucinated) structure is the worst distance the image allows, the
-  convention of several challenges (a miss must never look better than a poor hit).
+  A structure predicted where the reference has none scores 0, as in nnU-Net (MONAI's
+  ``ignore_empty`` would drop it and hide the false positive). The HD95 of a missed (or
+  hallucinated) structure is the worst distance the image allows, the convention of several
+  challenges (a miss must never look better than a poor hit). A case that contains no class at
+  all and gets no prediction has a NaN mean: it is left out of means and intervals (and counted).
 
 Formulas (``P`` prediction, ``G`` reference, ``dP`` / ``dG`` their surfaces):
 
@@ -102,7 +110,9 @@ def segmentation_case_metrics(
             distance transform each; Dice is cheap).
 
     Returns:
-        ``{"dice_1": ..., "hd95_1": ..., "surface_dice_1": ..., "dice": mean over classes, ...}``.
+        ``{"dice_1": ..., "hd95_1": ..., "surface_dice_1": ..., "dice": mean over the scored
+        classes, ..., "present_1": 1.0, "predicted_1": 0.0, ...}``; a class absent from both the
+        reference and the prediction is NaN (see the module docstring).
     """
     unknown = set(metrics) - set(SEGMENTATION_METRICS)
     if unknown:
@@ -138,7 +148,8 @@ def segmentation_case_metrics(
         from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 
         if "dice" in metrics:
-            per_class["dice"] = compute_dice(pred_oh, ref_oh, include_background=False, ignore_empty=False)[0].numpy()
+            dice = compute_dice(pred_oh, ref_oh, include_background=False, ignore_empty=False)[0].numpy()
+            per_class["dice"] = np.where(neither.numpy(), np.nan, dice)
         if "hd95" in metrics:
             values = np.zeros(num_classes - 1)
             if bool(both.any()):
@@ -146,7 +157,7 @@ def segmentation_case_metrics(
                     pred_oh, ref_oh, include_background=False, percentile=95, spacing=spacing
                 )[0].numpy()
                 values = np.where(both.numpy(), hd, 0.0)
-            values = np.where(neither.numpy(), 0.0, np.where(both.numpy(), values, diagonal_mm))
+            values = np.where(neither.numpy(), np.nan, np.where(both.numpy(), values, diagonal_mm))
             per_class["hd95"] = values
         if "surface_dice" in metrics:
             values = np.zeros(num_classes - 1)
@@ -159,14 +170,17 @@ def segmentation_case_metrics(
                     spacing=spacing,
                 )[0].numpy()
                 values = np.where(both.numpy(), nsd, 0.0)
-            per_class["surface_dice"] = np.where(neither.numpy(), 1.0, values)
+            per_class["surface_dice"] = np.where(neither.numpy(), np.nan, values)
 
     result: dict[str, float] = {}
     for metric in metrics:
         values = per_class[metric]
         for class_index, value in enumerate(values, start=1):
             result[f"{metric}_{class_index}"] = float(value)
-        result[metric] = float(np.mean(values))
+        result[metric] = float(np.mean(values[np.isfinite(values)])) if np.isfinite(values).any() else float("nan")
+    for class_index, (present, predicted) in enumerate(zip(ref_present.tolist(), pred_present.tolist()), start=1):
+        result[f"present_{class_index}"] = float(present)
+        result[f"predicted_{class_index}"] = float(predicted)
     return result
 
 
@@ -183,8 +197,8 @@ def segmentation_table(
         >>> import numpy as np
         >>> ref = np.zeros((6, 6, 6), np.int64); ref[1:4, 1:4, 1:4] = 1
         >>> segmentation_table([("a", ref, ref, (1, 1, 1))], num_classes=2, metrics=["dice"])
-          case_id  dice_1  dice
-        0       a     1.0   1.0
+          case_id  dice_1  dice  present_1  predicted_1
+        0       a     1.0   1.0        1.0          1.0
     """
     rows = []
     for case_id, prediction, reference, spacing in cases:
@@ -220,9 +234,11 @@ def classification_metrics(
 ) -> dict[str, float]:
     """AUC, balanced accuracy, F1 and accuracy of class probabilities against integer targets.
 
-    Binary problems: AUC of the positive-class probability, F1 of the positive class. More classes:
-    one-vs-rest macro AUC and macro F1. Predictions are the argmax of ``probabilities``. AUC is NaN
-    (with a warning) when the targets hold a single class, as it is undefined there.
+    Binary problems: AUC of the positive-class probability; more classes: one-vs-rest macro AUC.
+    ``f1`` is the macro F1 (the mean of the per-class F1s over ``0 .. num_classes - 1``) for binary
+    problems too: the F1 of class 1 alone rewards an all-positive guess (0.857 with 3 positives in
+    4) and says nothing of the negatives. Predictions are the argmax of ``probabilities``. AUC is
+    NaN (with a warning) when the targets hold a single class, as it is undefined there.
 
     Example:
         >>> import numpy as np
@@ -248,10 +264,7 @@ def classification_metrics(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # balanced accuracy warns when a class is absent from predictions
         balanced = float(balanced_accuracy_score(targets, predictions))
-    if num_classes == 2:
-        f1 = float(f1_score(targets, predictions, pos_label=1, zero_division=0.0))
-    else:
-        f1 = float(f1_score(targets, predictions, average="macro", labels=labels, zero_division=0.0))
+    f1 = float(f1_score(targets, predictions, average="macro", labels=labels, zero_division=0.0))
     return {
         "auc": auc,
         "balanced_accuracy": balanced,

@@ -110,6 +110,45 @@ def load_encoder(init: str | os.PathLike | None, encoder_config: Any | None) -> 
     return encoder, card
 
 
+def suggested_sizes(size: tuple[int, ...] | list[int], multiple: int) -> list[list[int]]:
+    """The nearest sizes that are multiples of ``multiple``: each entry rounded down (at least
+    ``multiple``) and rounded up.
+
+    Example:
+        >>> suggested_sizes((36, 36, 20), 32)
+        [[32, 32, 32], [64, 64, 32]]
+    """
+    down = [max(multiple, (int(s) // multiple) * multiple) for s in size]
+    up = [-(-int(s) // multiple) * multiple for s in size]
+    return [down] if down == up else [down, up]
+
+
+def check_patch_size(encoder_config: Any, patch_size: tuple[int, ...] | list[int],
+                     setting: str = "finetune.patch_size") -> None:
+    """Refuse, before any data is read, a patch size the segmentation network of ``encoder_config``
+    cannot take (a size that is not a multiple of its total stride crashes deep inside the network
+    with ``Sizes of tensors must match``). Raises :class:`~medssl.errors.ConfigError` naming the
+    setting, the multiple and the nearest sizes that work.
+    """
+    from medssl.errors import ConfigError
+
+    encoder, _ = load_encoder(None, encoder_config)
+    multiple = int(getattr(encoder, "input_multiple", 1))
+    sizes = [int(s) for s in patch_size][: encoder.spatial_dims]
+    if multiple <= 1 or all(s % multiple == 0 for s in sizes):
+        return
+    options = " or ".join(str(s) for s in suggested_sizes(sizes, multiple))
+    raise ConfigError(f"{setting}={sizes} does not fit the segmentation network of encoder "
+                      f"{_encoder_label(encoder)} ({encoder.segmentation_network}): every size must be a multiple "
+                      f"of {multiple}, its total down-sampling stride; use for example {options}")
+
+
+def _encoder_label(encoder: nn.Module) -> str:
+    registered = getattr(encoder, "registered_name", None)
+    name = getattr(encoder, "name", "?")
+    return repr(registered) if registered and registered != name else repr(name)
+
+
 def build_finetune_model(
     task: Literal["segmentation", "classification"],
     encoder_config: Any | None,

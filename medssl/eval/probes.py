@@ -121,6 +121,11 @@ def linear_probe(
     return _full_probabilities(model.predict_proba(x_test), model.classes_, num_classes)
 
 
+def knn_k_used(k: int, n_train: int) -> int:
+    """The number of neighbours a kNN probe with ``k`` votes with on ``n_train`` labeled cases."""
+    return max(1, min(int(k), int(n_train)))
+
+
 def knn_probe(
     train_features: np.ndarray,
     train_targets: Sequence[int],
@@ -132,13 +137,18 @@ def knn_probe(
 ) -> np.ndarray:
     """Class probabilities ``(N_test, num_classes)`` of a distance-weighted kNN vote.
 
-    ``k`` is clipped to the number of labeled cases (a budget of 2 cases votes with 2 neighbours).
+    ``k`` is clipped to the number of labeled cases (a budget of 2 cases votes with 2 neighbours),
+    with a warning: every test case then gets the same neighbours, weighted by distance only
+    (:func:`knn_k_used` gives the k that votes).
     """
     from sklearn.neighbors import KNeighborsClassifier
 
     x_train, y_train, x_test = _check(train_features, train_targets, test_features)
     num_classes = num_classes or int(max(y_train.max(), 1)) + 1
-    k = max(1, min(int(k), x_train.shape[0]))
+    if int(k) > x_train.shape[0]:
+        log.warning("kNN probe: k=%d is more than the %d labeled case(s); voting with all %d (study.knn_k)",
+                    int(k), x_train.shape[0], x_train.shape[0])
+    k = knn_k_used(k, x_train.shape[0])
     model = KNeighborsClassifier(n_neighbors=k, weights="distance", metric=metric, algorithm="brute")
     model.fit(x_train, y_train)
     return _full_probabilities(model.predict_proba(x_test), model.classes_, num_classes)

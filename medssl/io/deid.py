@@ -131,7 +131,9 @@ def salt_fingerprint(salt: str | bytes | None = None) -> str:
 def _normalise(value: str | bytes) -> bytes:
     """Identifier bytes without DICOM padding (spaces, NUL) so that equal identifiers hash equal."""
     if isinstance(value, str):
-        value = value.encode("utf-8")
+        # surrogateescape: a file name that is not valid UTF-8 (bytes ff fe) arrives from os as
+        # lone surrogates; they map back to its original bytes, so its key is the key of those bytes
+        value = value.encode("utf-8", "surrogateescape")
     return bytes(value).strip(b" \x00")
 
 

@@ -43,7 +43,10 @@ import numpy as np
 from medssl.errors import NotAnImageError, VolumeReadError
 from medssl.io.dicom_geometry import StackGeometry, assemble_stack, single_plane
 from medssl.io.dicom_header import DicomHeader, NotDicomError, read_header
+from medssl.io.dicom_mosaic import split_mosaic
 from medssl.io.dicom_pixels import decode_frames, read_dataset
+from medssl.io.dicom_raw import EmptyFileError
+from medssl.io.limits import ReadLimits, as_limits
 from medssl.io.orientation import LPS_TO_RAS, reorient_to_ras
 from medssl.io.volume import Volume
 
@@ -57,13 +60,26 @@ class VolumePlan:
     """How to build one volume: its files, which (file, frame) fills each plane, and its geometry.
 
     ``planes[j] == (file index, frame index)`` is input plane ``j`` of ``stack`` (whose ``order`` and
-    ``resample`` refer to these ``j``).
+    ``resample`` refer to these ``j``). ``echo`` is ``(EchoNumbers, EchoTime)`` for one echo of a
+    multi-echo series (:func:`split_echoes`), else ``None``.
     """
+
+    @property
+    def echo_label(self) -> str | None:
+        """``"echo 2 (TE 20 ms)"`` for one echo of a multi-echo series."""
+        if self.echo is None:
+            return None
+        number, time = self.echo
+        parts = [f"echo {number}" if number is not None else "echo"]
+        if time is not None:
+            parts.append(f"(TE {time:g} ms)")
+        return " ".join(parts)
 
     headers: list[DicomHeader]
     planes: list[tuple[int, int]]
     stack: StackGeometry
     name: str
+    echo: tuple[int | None, float | None] | None = None
 
     @property
     def modality(self) -> str:
@@ -113,7 +129,21 @@ def group_by_series(headers: Iterable[DicomHeader]) -> dict[str, list[DicomHeade
     return dict(groups)
 
 
-def plan_file(header: DicomHeader, *, on_uneven: OnUneven = "error") -> VolumePlan:
+def check_limits(plan: VolumePlan, limits: ReadLimits | None = None) -> VolumePlan:
+    """Refuse a plan whose headers promise more than the size guard allows (:mod:`medssl.io.limits`):
+    the volume's voxels, and the pixel bytes its files hold once decoded. Nothing is read."""
+    columns, rows, slices = plan.stack.shape
+    channels = plan.channels
+    voxels = channels * columns * rows * slices
+    stored = sum(h.rows * h.columns * h.n_frames * h.samples_per_pixel * max(1, h.bits_allocated // 8) for h in plan.headers)
+    shape = (channels, columns, rows, slices) if channels > 1 else (columns, rows, slices)
+    problem = as_limits(limits).problem(voxels=voxels, stored_bytes=stored, shape=shape)
+    if problem:
+        raise VolumeReadError(plan.name, f"the headers promise {problem}", hint="check the files; raise the limit if the volume is real")
+    return plan
+
+
+def plan_file(header: DicomHeader, *, on_uneven: OnUneven = "error", limits: ReadLimits | None = None) -> VolumePlan:
     """The volume of one file: a 2D image, a positioned multi-frame stack or unpositioned frames."""
     name = header.path
     if header.positioned:
@@ -126,10 +156,12 @@ def plan_file(header: DicomHeader, *, on_uneven: OnUneven = "error") -> VolumePl
             n_slices=header.n_frames,
             name=name,
         )
-    return VolumePlan([header], [(0, f) for f in range(header.n_frames)], stack, name)
+    return check_limits(VolumePlan([header], [(0, f) for f in range(header.n_frames)], stack, name), limits)
 
 
-def plan_series(headers: Sequence[DicomHeader], *, on_uneven: OnUneven = "error") -> list[VolumePlan]:
+def plan_series(
+    headers: Sequence[DicomHeader], *, on_uneven: OnUneven = "error", limits: ReadLimits | None = None
+) -> list[VolumePlan]:
     """Volume plans of one series' image headers (see the module docstring, step 3).
 
     Raises:
@@ -142,15 +174,53 @@ def plan_series(headers: Sequence[DicomHeader], *, on_uneven: OnUneven = "error"
     stackable = all(h.n_frames == 1 and h.positioned for h in images)
     if stackable:
         name = series_name(images)
-        stack = assemble_stack(
-            [h.frames[0] for h in images], name=name, on_uneven=on_uneven, slice_spacing=images[0].slice_spacing
-        )
+        try:
+            stack = assemble_stack(
+                [h.frames[0] for h in images], name=name, on_uneven=on_uneven, slice_spacing=images[0].slice_spacing
+            )
+        except VolumeReadError:
+            echoes = split_echoes(images, on_uneven=on_uneven, limits=limits)
+            if echoes is None:
+                raise
+            return echoes
         first = images[0]
         for header in images[1:]:
             if (header.samples_per_pixel, header.photometric) != (first.samples_per_pixel, first.photometric):
                 raise VolumeReadError(name, "files differ in samples per pixel or photometric interpretation")
-        return [VolumePlan(list(images), [(i, 0) for i in range(len(images))], stack, name)]
-    return [plan_file(h, on_uneven=on_uneven) for h in images]
+        return [check_limits(VolumePlan(list(images), [(i, 0) for i in range(len(images))], stack, name), limits)]
+    return [plan_file(h, on_uneven=on_uneven, limits=limits) for h in images]
+
+
+def _echo_key(header: DicomHeader) -> tuple[int | None, float | None]:
+    return header.echo_number, (round(header.echo_time, 4) if header.echo_time is not None else None)
+
+
+def split_echoes(
+    images: Sequence[DicomHeader], *, on_uneven: OnUneven = "error", limits: ReadLimits | None = None
+) -> list[VolumePlan] | None:
+    """One plan per echo of a multi-echo series (several images at each position that differ in
+    EchoNumbers or EchoTime), or ``None`` when the images do not split that way (one echo only, or
+    an echo that does not stack on its own: the caller's error then stands).
+
+    Echoes are ordered by echo number, then echo time; each stacks and is checked like a series.
+    """
+    groups: dict[tuple[int | None, float | None], list[DicomHeader]] = defaultdict(list)
+    for header in images:
+        groups[_echo_key(header)].append(header)
+    if len(groups) < 2:
+        return None
+    plans = []
+    for key in sorted(groups, key=lambda k: (k[0] is None, k[0] or 0, k[1] is None, k[1] or 0.0)):
+        members = groups[key]
+        name = f"{series_name(members)} echo {key[0] if key[0] is not None else key[1]}"
+        try:
+            stack = assemble_stack([h.frames[0] for h in members], name=name, on_uneven=on_uneven, slice_spacing=members[0].slice_spacing)
+        except VolumeReadError:
+            return None
+        plans.append(check_limits(VolumePlan(list(members), [(i, 0) for i in range(len(members))], stack, name, echo=key), limits))
+    shapes = {plan.stack.shape for plan in plans}
+    logger.debug("a series splits into %d echoes (%d grid%s)", len(plans), len(shapes), "s" if len(shapes) > 1 else "")
+    return plans
 
 
 def _plane(frames: np.ndarray, frame: int) -> np.ndarray:
@@ -171,6 +241,12 @@ def read_plan(plan: VolumePlan, *, reorient: bool = True) -> Volume:
     def decoded(file_index: int) -> np.ndarray:
         header = plan.headers[file_index]
         frames = decode_frames(read_dataset(header.path), header.path, frame_rescale=header.frame_rescale)
+        if header.mosaic is not None:
+            count, tile_rows, tile_columns = header.mosaic
+            side = int(np.ceil(np.sqrt(count)))
+            if frames.shape[0] != 1 or frames.shape[1] < side * tile_rows or frames.shape[2] < side * tile_columns:
+                raise VolumeReadError(header.path, f"decoded mosaic has shape {frames.shape[1:3]}, too small for its {count} slices")
+            frames = split_mosaic(frames, header.mosaic)
         if frames.shape[1:] != (header.rows, header.columns, channels):
             raise VolumeReadError(header.path, f"decoded pixels have shape {frames.shape[1:]}, expected ({header.rows}, {header.columns}, {channels})")
         return frames
@@ -208,6 +284,19 @@ def read_plan(plan: VolumePlan, *, reorient: bool = True) -> Volume:
     if len(plan.headers) == 1 and first.n_frames == 1 and first.instance_key:
         meta["instance_key"] = first.instance_key
     meta.update(stack.notes)
+    meta["spacing_known"] = not stack.notes.get("pixel_spacing_assumed", False)
+    echoes = {_echo_key(h) for h in plan.headers}
+    if len(echoes) == 1 and echoes != {(None, None)}:  # every file of one echo (a whole series, or one echo of it)
+        number, time = echoes.pop()
+        if number is not None:
+            meta["echo_number"] = number
+        if time is not None:
+            meta["EchoTime"] = time
+    if first.mosaic is not None:
+        meta["mosaic_images"] = first.mosaic[0]
+    issue = next((h.spacing_issue for h in plan.headers if h.spacing_issue), None)
+    if issue:
+        meta["spacing_issue"] = issue
     return Volume(output, affine, first.modality, meta)
 
 
@@ -219,10 +308,14 @@ def _read_headers(paths: Sequence[str], salt: str | bytes | None, *, quiet: bool
             headers.append(read_header(path, salt, known_series=seen))
             if headers[-1].series_key:
                 seen.add(headers[-1].series_key)
+        except EmptyFileError as exc:
+            if not quiet:
+                raise VolumeReadError(path, exc.reason, hint=exc.hint) from exc
+            logger.debug("ignoring an empty file")
         except NotDicomError as exc:
             if not quiet:
                 raise VolumeReadError(path, "not a DICOM or NIfTI file", hint=exc.reason) from exc
-            logger.debug("ignoring %s: %s", path, exc.reason)
+            logger.debug("ignoring a file that is not DICOM: %s", exc.reason)
         except VolumeReadError as exc:
             raise VolumeReadError(
                 exc.path, exc.reason, hint="remove or repair this file, or pass the list of the series' other files"
@@ -237,6 +330,7 @@ def load_dicom(
     on_uneven: OnUneven = "error",
     reorient: bool = True,
     salt: str | bytes | None = None,
+    limits: ReadLimits | None = None,
 ) -> Volume:
     """Load a DICOM file, a folder holding DICOM series (recursively) or a list of one series' files.
 
@@ -247,6 +341,7 @@ def load_dicom(
             spacing.
         reorient: ``False`` keeps the native DICOM grid (column, row, slice) in RAS world coordinates.
         salt: pseudonymisation salt for the keys in ``meta`` (:func:`medssl.io.deid.get_salt`).
+        limits: size guard checked from the headers before any pixel is decoded (:mod:`medssl.io.limits`).
 
     Raises:
         NotAnImageError: the file, or every DICOM file found, holds no image.
@@ -261,7 +356,7 @@ def load_dicom(
             raise VolumeReadError(header.path, header.reason or "unreadable")
         if series_uid is not None and header.series_uid != series_uid:
             raise VolumeReadError(header.path, f"belongs to series {header.series_uid}, not {series_uid}")
-        return read_plan(plan_file(header, on_uneven=on_uneven), reorient=reorient)
+        return read_plan(plan_file(header, on_uneven=on_uneven, limits=limits), reorient=reorient)
 
     if isinstance(source, (str, os.PathLike)):
         origin = os.fspath(source)
@@ -299,7 +394,14 @@ def load_dicom(
     for header in group:
         if header.status == "error":
             raise VolumeReadError(header.path, header.reason or "unreadable", hint="remove or repair this file")
-    plans = plan_series(group, on_uneven=on_uneven)
+    plans = plan_series(group, on_uneven=on_uneven, limits=limits)
+    if len(plans) > 1 and all(plan.echo is not None for plan in plans):
+        listing = ", ".join(f"{plan.echo_label} ({len(plan.headers)} files)" for plan in plans)
+        raise VolumeReadError(
+            series_name(group),
+            f"the series holds {len(plans)} echoes, one volume each: {listing}",
+            hint="load one echo's files as a list (a manifest lists one row per echo, with its files)",
+        )
     if len(plans) > 1:
         raise VolumeReadError(
             series_name(group),

@@ -238,10 +238,11 @@ def assemble_stack(
     affine[:3, 0] = col_axis
     affine[:3, 1] = row_axis
     affine[:3, 3] = p[0]
+    spacing_notes = {"pixel_spacing_assumed": True} if planes[0].pixel_spacing is None else {}
     if len(planes) == 1:
         step = float(slice_spacing) if slice_spacing and slice_spacing > 0 else 1.0
         affine[:3, 2] = normal * step
-        return StackGeometry([int(order[0])], affine, (planes[0].columns, planes[0].rows, 1))
+        return StackGeometry([int(order[0])], affine, (planes[0].columns, planes[0].rows, 1), notes=dict(spacing_notes))
 
     gaps = np.diff(d)
     typical = float(np.median(gaps))
@@ -274,7 +275,7 @@ def assemble_stack(
             hint="the series mixes stacks; load the files of one stack as a list",
         )
     missing = 0 if uneven else int(index[-1] + 1 - len(index))
-    notes: dict = {}
+    notes: dict = dict(spacing_notes)
     tilt = float(np.degrees(np.arccos(min(1.0, 1.0 / float(np.linalg.norm(direction))))))
     if tilt > 0.01:
         notes["gantry_tilt_deg"] = round(tilt, 3)

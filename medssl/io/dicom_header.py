@@ -39,7 +39,9 @@ from pydicom.uid import UID
 from medssl.errors import VolumeReadError
 from medssl.io import deid
 from medssl.io.dicom_geometry import PlaneGeometry, orientation_axes
-from medssl.io.dicom_parse import RawHeader
+from medssl.io.dicom_mosaic import is_mosaic, mosaic_info, mosaic_planes
+from medssl.io.dicom_parse import RawHeader, is_damaged_syntax
+from medssl.io.limits import ReadLimits, as_limits
 from medssl.io.dicom_raw import NotDicomError, RawValues, keyword_tag, read_raw
 
 __all__ = ["DicomHeader", "NotDicomError", "read_header", "DERIVED_SOP_CLASSES", "NON_IMAGE_SOP_PREFIXES"]
@@ -75,6 +77,9 @@ _STRUCTURE_KEYWORDS = (
     "SeriesDescription",
     "BodyPartExamined",
     "Manufacturer",
+    "ImageType",
+    "EchoNumbers",
+    "EchoTime",
 )
 _KEYWORDS = tuple(dict.fromkeys(_STRUCTURE_KEYWORDS + deid.ACQUISITION_FIELDS + deid.IDENTIFIER_FIELDS))
 _WANTED = {keyword_tag(keyword) for keyword in _KEYWORDS}
@@ -133,6 +138,9 @@ class DicomHeader:
     blanks it. ``frames`` holds one plane per frame; ``frame_rescale`` the per-frame
     ``(slope, intercept)`` of enhanced multi-frame files (``None``: the file-level modality LUT).
     ``meta`` holds the allow-listed acquisition fields, or ``None`` when not asked for.
+    ``echo_number``/``echo_time`` (EchoNumbers, EchoTime) tell the echoes of a multi-echo series
+    apart; ``mosaic`` is ``(slices, tile rows, tile columns)`` of a Siemens mosaic, whose ``rows``,
+    ``columns`` and ``frames`` then describe its slices (:mod:`medssl.io.dicom_mosaic`).
     """
 
     path: str
@@ -159,6 +167,10 @@ class DicomHeader:
     frame_rescale: list[tuple[float, float]] | None = None
     patient_orientation: tuple[str, ...] | None = None
     slice_spacing: float | None = None
+    spacing_issue: str | None = None
+    echo_number: int | None = None
+    echo_time: float | None = None
+    mosaic: tuple[int, int, int] | None = None
     enhanced: bool = False
     meta: dict[str, Any] | None = field(default_factory=dict)
 
@@ -247,6 +259,8 @@ def _enhanced_frames(dataset: pydicom.Dataset, n_frames: int, rows: int, columns
         position = _tuple(_functional(dataset, frame, "PlanePositionSequence", "ImagePositionPatient"), 3)
         orientation = _tuple(_functional(dataset, frame, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
         spacing = _tuple(_functional(dataset, frame, "PixelMeasuresSequence", "PixelSpacing"), 2)
+        if spacing is not None and not all(np.isfinite(v) and v > 0 for v in spacing):
+            spacing = None
         planes.append(PlaneGeometry(position, orientation, spacing, rows, columns))  # type: ignore[arg-type]
         slope = _functional(dataset, frame, "PixelValueTransformationSequence", "RescaleSlope")
         intercept = _functional(dataset, frame, "PixelValueTransformationSequence", "RescaleIntercept")
@@ -268,15 +282,49 @@ def _ultrasound_spacing(dataset: pydicom.Dataset) -> tuple[float, float] | None:
     return None
 
 
+def _usable_spacing(header: DicomHeader, keyword: str, spacing: tuple[float, ...] | None) -> tuple[float, float] | None:
+    """``spacing`` when both values are positive and finite; else ``None``, and the header's
+    ``spacing_issue`` says what was found (PixelSpacing ``0\\0`` is common in CR exports)."""
+    if spacing is None:
+        return None
+    if all(np.isfinite(v) and v > 0 for v in spacing):
+        return spacing  # type: ignore[return-value]
+    shown = "\\".join(f"{v:g}" for v in spacing)
+    header.spacing_issue = (header.spacing_issue + "; " if header.spacing_issue else "") + f"{keyword} is {shown}"
+    return None
+
+
+def _fill_mosaic(header: DicomHeader, values: RawValues, dataset: pydicom.Dataset | None) -> bool:
+    """Unpack a Siemens mosaic's geometry into one plane per slice; ``False`` when the file does
+    not say how many slices it holds (it then loads as the 2D tile image)."""
+    try:
+        info = mosaic_info(header.path, dataset)
+    except Exception as exc:  # pydicom cannot re-read the header: treat the file as a plain image
+        logger.debug("mosaic header unreadable (%s); loading the tile image", type(exc).__name__)
+        return False
+    if info is None:
+        return False
+    spacing = _usable_spacing(header, "PixelSpacing", values.floats("PixelSpacing", 2))
+    planes, (tile_rows, tile_columns) = mosaic_planes(
+        info, header.rows, header.columns, values.floats("ImagePositionPatient", 3),
+        values.floats("ImageOrientationPatient", 6), spacing, header.slice_spacing, header.path,
+    )
+    header.mosaic = (info.n_images, tile_rows, tile_columns)
+    header.rows, header.columns, header.n_frames, header.frames = tile_rows, tile_columns, info.n_images, planes
+    if header.meta is not None and info.slice_normal is None:
+        header.meta["mosaic_slice_normal_assumed"] = True
+    return True
+
+
 def _fill_frames(header: DicomHeader, values: RawValues, dataset: pydicom.Dataset | None) -> None:
     """One :class:`PlaneGeometry` per frame: enhanced functional groups, RT dose frame offsets,
     unpositioned frames (cine, NM), or the single plane of a classic file."""
     position = values.floats("ImagePositionPatient", 3)
     orientation = values.floats("ImageOrientationPatient", 6)
-    spacing = values.floats("PixelSpacing", 2)
+    spacing = _usable_spacing(header, "PixelSpacing", values.floats("PixelSpacing", 2))
     source = None
     if spacing is None:
-        spacing = values.floats("ImagerPixelSpacing", 2)
+        spacing = _usable_spacing(header, "ImagerPixelSpacing", values.floats("ImagerPixelSpacing", 2))
         source = "ImagerPixelSpacing" if spacing is not None else None
     if dataset is not None and "PerFrameFunctionalGroupsSequence" in dataset:
         header.enhanced = True
@@ -310,17 +358,31 @@ def read_header(
     *,
     with_meta: bool = True,
     known_series: Container[str] = (),
+    limits: ReadLimits | None = None,
 ) -> DicomHeader:
     """Read and check the header of one DICOM file (no pixel decoding).
 
     ``with_meta=False``, or a series key in ``known_series``, skips decoding the allow-listed
     acquisition fields (``meta`` is then ``None``): a manifest needs them once per series, not once
-    per slice.
+    per slice. ``limits``: a file whose Rows x Columns x frames exceed the size guard is an ``error``
+    header (:mod:`medssl.io.limits`), before any per-frame geometry is built.
 
     Raises:
         NotDicomError: the file is not DICOM.
         VolumeReadError: the file cannot be opened or its header cannot be parsed.
     """
+    try:
+        return _read_header(os.fspath(path), salt, with_meta, known_series, limits)
+    except (VolumeReadError, KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # pydicom raises many kinds on a damaged header (NotImplementedError for a bad VR...)
+        cause = " ".join(str(exc).split())
+        raise VolumeReadError(path, f"DICOM header cannot be parsed ({type(exc).__name__}{': ' + cause if cause else ''})") from exc
+
+
+def _read_header(
+    path: str, salt: str | bytes | None, with_meta: bool, known_series: Container[str], limits: ReadLimits | None
+) -> DicomHeader:
     path = os.fspath(path)
     raw, dataset = read_raw(path, _WANTED, _SEQUENCE_TAGS)
     values = RawValues(raw.elements, raw.little_endian)
@@ -344,6 +406,11 @@ def read_header(
     if _is_non_image_class(sop_class):
         header.status, header.reason = "non-image", f"{UID(sop_class).name or sop_class} holds no image"
         return header
+    if is_damaged_syntax(raw.transfer_syntax):
+        header.status = "error"
+        header.reason = (f"the transfer syntax UID {raw.transfer_syntax!r} names no transfer syntax "
+                         "(damaged file meta information): its pixel data cannot be decoded")
+        return header
     if raw.truncated_at is not None:
         header.status = "error"
         header.reason = f"file truncated inside the header (it ends at byte {raw.file_size}, within an element starting at byte {raw.truncated_at})"
@@ -362,6 +429,14 @@ def read_header(
     if isinstance(orientation_codes, list):
         header.patient_orientation = tuple(str(c) for c in orientation_codes)
     header.slice_spacing = values.number("SpacingBetweenSlices") or values.number("SliceThickness")
+    voxels = header.rows * header.columns * header.n_frames * max(1, header.samples_per_pixel)
+    too_large = as_limits(limits).problem(
+        voxels=voxels, stored_bytes=voxels * max(1, header.bits_allocated // 8),
+        shape=(header.rows, header.columns, header.n_frames),
+    )
+    if too_large:
+        header.status, header.reason = "error", f"the header promises {too_large}"
+        return header
 
     problem = _pixel_problem(
         raw,
@@ -373,10 +448,18 @@ def read_header(
         header.status, header.reason = "error", problem
         return header
 
+    echo_number, echo_time = values.number("EchoNumbers"), values.number("EchoTime")
+    header.echo_number = int(echo_number) if isinstance(echo_number, (int, float)) else None
+    header.echo_time = float(echo_time) if isinstance(echo_time, (int, float)) else None
     try:
+        if header.n_frames == 1 and is_mosaic(values("ImageType")) and _fill_mosaic(header, values, dataset):
+            return header
         _fill_frames(header, values, dataset)
     except VolumeReadError as exc:
         header.status, header.reason = "error", exc.reason
+        return header
+    except (ValueError, ArithmeticError) as exc:
+        header.status, header.reason = "error", f"the geometry cannot be read ({type(exc).__name__}: {exc})"
         return header
     if sop_class in DERIVED_SOP_CLASSES and header.meta is not None:
         header.meta["derived_object"] = DERIVED_SOP_CLASSES[sop_class]

@@ -263,10 +263,30 @@ def _walk(
     return kept
 
 
+def names_transfer_syntax(uid: str) -> bool:
+    """Whether ``uid`` is a transfer syntax of the standard (pydicom raises for private UIDs)."""
+    try:
+        return bool(UID(uid).is_transfer_syntax)
+    except ValueError:
+        return False
+
+
+def is_damaged_syntax(uid: str | None) -> bool:
+    """A transfer syntax UID that is neither a standard one nor private (a damaged file meta group)."""
+    if not uid:
+        return False
+    try:
+        return not UID(uid).is_transfer_syntax
+    except ValueError:  # private UIDs: pydicom cannot tell; leave them to the decoder
+        return False
+
+
 @functools.lru_cache(maxsize=64)
 def _syntax(value: bytes) -> tuple[str, bool, bool]:
     """``(transfer syntax UID, walkable little-endian encoding?, implicit VR?)``."""
     syntax = UID(value.decode("ascii", "replace").strip(" \x00"))
+    if not names_transfer_syntax(syntax):  # damaged or private: pydicom guesses, read_header reports it
+        return str(syntax), False, False
     if syntax in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
         return str(syntax), False, False
     implicit = syntax == ImplicitVRLittleEndian

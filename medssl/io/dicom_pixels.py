@@ -36,6 +36,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medssl.errors import VolumeReadError
+from medssl.io.dicom_parse import is_damaged_syntax
 from medssl.io.dicom_raw import NotDicomError, looks_like_raw_dataset
 
 
@@ -72,12 +73,17 @@ def _decode_error(dataset: pydicom.Dataset, path: str, exc: Exception) -> Volume
     syntax = UID(dataset.file_meta.get("TransferSyntaxUID", ""))
     name = syntax.name or str(syntax)
     hint = None
+    if is_damaged_syntax(syntax):
+        return VolumeReadError(path, f"pixel data cannot be decoded: the transfer syntax UID {str(syntax)!r} names no "
+                               "transfer syntax", hint="the file meta information is damaged; export the file again")
     try:
         decoder = get_decoder(syntax)
         if not decoder.is_available:
             hint = "install one of: " + "; ".join(decoder.missing_dependencies)
     except NotImplementedError:
         hint = "pydicom has no decoder for this transfer syntax; convert the file (e.g. dcmdjpeg, gdcmconv)"
+    except Exception:  # pydicom raises ValueError for some UIDs it does not know
+        hint = None
     cause = " ".join(str(exc).split())
     return VolumeReadError(path, f"pixel data cannot be decoded ({name}): {cause}", hint=hint)
 
@@ -125,7 +131,9 @@ def decode_frames(
         raise VolumeReadError(name, "the file has no pixel data")
     try:
         stored = dataset.pixel_array
-    except Exception as exc:  # pydicom raises RuntimeError, ValueError, NotImplementedError...
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # pydicom raises RuntimeError, ValueError...; a Rust codec panics (pyo3 PanicException)
         raise _decode_error(dataset, name, exc) from exc
     photometric = str(dataset.get("PhotometricInterpretation", "")).upper()
     n_frames = int(dataset.get("NumberOfFrames", 1) or 1)

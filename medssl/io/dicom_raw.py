@@ -47,6 +47,10 @@ class NotDicomError(VolumeReadError):
     """A file that is not DICOM at all (a README, a thumbnail); archives skip it quietly."""
 
 
+class EmptyFileError(NotDicomError):
+    """A file of 0 bytes (an interrupted copy): not DICOM, but worth saying why."""
+
+
 @functools.lru_cache(maxsize=None)
 def keyword_tag(keyword: str) -> int:
     """The tag of a DICOM keyword, as an int."""
@@ -199,6 +203,8 @@ def _pydicom_raw(path: str, wanted: set[int], sequences: set[int]) -> tuple[RawH
             dataset = pydicom.dcmread(handle, stop_before_pixels=True, force=not has_preamble)
         except InvalidDicomError as exc:
             raise NotDicomError(path, f"not a DICOM file ({exc})") from exc
+        except (KeyboardInterrupt, MemoryError):
+            raise
         except Exception as exc:  # truncated or corrupt header: pydicom raises many kinds
             raise VolumeReadError(path, f"DICOM header cannot be parsed ({type(exc).__name__}: {exc})") from exc
         stop = handle.tell()
@@ -231,6 +237,8 @@ def read_raw(path: str, wanted: set[int], sequences: set[int] = frozenset()) -> 
         VolumeReadError: the file cannot be opened, or its header cannot be parsed.
     """
     try:
+        if os.stat(path).st_size == 0:
+            raise EmptyFileError(path, "empty file (0 bytes)", hint="an interrupted copy? copy it again")
         raw = scan_raw_header(path, wanted, sequences)
         if raw is not None and not raw.sequences:
             return raw, None

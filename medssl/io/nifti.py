@@ -44,6 +44,7 @@ import numpy as np
 
 from medssl.errors import VolumeReadError
 from medssl.io import deid
+from medssl.io.limits import ReadLimits, as_limits
 from medssl.io.orientation import orientation_code, reorient_to_ras, reoriented_geometry
 from medssl.io.volume import Volume
 from medssl.utils.atomic import atomic_path
@@ -72,14 +73,14 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def _sidecar(path: Path) -> dict[str, Any]:
+def _sidecar(path: Path, log_name: str = "<file>") -> dict[str, Any]:
     sidecar = path.with_name(_stem(path) + ".json")
     if not sidecar.is_file():
         return {}
     try:
         data = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        logger.warning("ignoring unreadable JSON sidecar %s (%s)", sidecar, exc)
+        logger.warning("ignoring the unreadable JSON sidecar of %s (%s)", log_name, type(exc).__name__)
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -114,8 +115,12 @@ def _channels_first(data: np.ndarray, path: Path) -> np.ndarray:
     raise VolumeReadError(path, f"expected a 2D to 5D image, got {data.ndim} dimensions", hint="split it into volumes first")
 
 
-def handle_nonfinite(array: np.ndarray, policy: NonFinitePolicy, path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Apply the NaN/inf policy (see the module docstring); returns the array and the count replaced."""
+def handle_nonfinite(
+    array: np.ndarray, policy: NonFinitePolicy, path: str | os.PathLike, *, log_name: str = "<file>"
+) -> tuple[np.ndarray, int]:
+    """Apply the NaN/inf policy (see the module docstring); returns the array and the count replaced.
+
+    ``path`` goes into the error; the log record names ``log_name`` (never a path)."""
     if policy == "keep":
         return array, 0
     finite = np.isfinite(array)
@@ -130,28 +135,92 @@ def handle_nonfinite(array: np.ndarray, policy: NonFinitePolicy, path: str | os.
     high = float(values.max()) if values.size else 0.0
     low = float(values.min()) if values.size else 0.0
     array = np.nan_to_num(array, nan=0.0, posinf=high, neginf=low)
-    logger.info("%s: replaced %d NaN/infinite voxels", path, count)
+    logger.info("%s: replaced %d NaN/infinite voxels", log_name, count)
     return array, count
 
 
-def _affine_source(image: nib.Nifti1Image) -> str:
-    header = image.header
+def _valid_affine(affine: np.ndarray) -> bool:
+    """Finite, and its 3x3 part invertible (a zero or collapsed sform/qform is not)."""
+    matrix = affine[:3, :3]
+    if not np.all(np.isfinite(affine)):
+        return False
+    return bool(abs(np.linalg.det(matrix)) > 1e-12 * max(1.0, float(np.abs(matrix).max()) ** 3))
+
+
+def choose_affine(header: Any) -> tuple[np.ndarray, str, str | None, bool]:
+    """``(affine, source, issue, spacing_known)``: the affine nibabel would choose (sform when its code
+    is set, else qform, else the voxel sizes), skipping an invalid one (all zeros, NaN, singular).
+
+    Gap filled here: nibabel returns an all-zero sform when its code is set (a writer bug seen in
+    real exports), and every reorientation then fails. Here the next valid transform is used and
+    ``issue`` says so; voxel sizes of 0 (no transform at all) become 1 mm, ``spacing_known=False``.
+    """
+    issues = []
+    candidates = []
     if int(header["sform_code"]) > 0:
-        return "sform"
+        candidates.append(("sform", header.get_sform))
     if int(header["qform_code"]) > 0:
-        return "qform"
-    return "pixdim"
+        candidates.append(("qform", header.get_qform))
+    for source, get in candidates:
+        try:
+            affine = np.asarray(get(), dtype=np.float64)
+        except Exception as exc:  # a corrupt quaternion: nibabel raises HeaderDataError and others
+            issues.append(f"the {source} cannot be read ({type(exc).__name__})")
+            continue
+        if _valid_affine(affine):
+            issue = "; ".join(issues) + f"; used the {source}" if issues else None
+            return affine, source, issue, True
+        issues.append(f"the {source} (code {int(header[source + '_code'])}) is {'all zeros' if not affine[:3, :3].any() else 'singular or not finite'}")
+    zooms = np.asarray(header.get_zooms()[:3], dtype=np.float64)
+    zooms = np.concatenate([zooms, np.ones(3 - zooms.size)])
+    spacing_known = bool(np.all(np.isfinite(zooms) & (zooms > 0)))
+    if not spacing_known:
+        zooms = np.where(np.isfinite(zooms) & (zooms > 0), zooms, 1.0)
+        issues.append("voxel sizes (pixdim) are 0 or invalid: 1 mm assumed")
+    shape = (tuple(int(s) for s in header.get_data_shape()) + (1, 1, 1))[:3]
+    affine = np.diag([-zooms[0], zooms[1], zooms[2], 1.0])  # nibabel's base affine: LAS, centred
+    affine[:3, 3] = -(np.asarray(shape) - 1) / 2.0 * np.diag(affine)[:3]
+    if issues and candidates:
+        issues.append("used the voxel sizes (orientation unknown)")
+    return affine, "pixdim", "; ".join(issues) or None, spacing_known
 
 
-def _open(path: Path) -> Any:
+def _describe(exc: Exception) -> str:
+    """An exception as text that is never empty (nibabel raises some without a message)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _open(path: Path, limits: ReadLimits | None = None) -> Any:
+    """nibabel's image of ``path`` after the checks that need no voxel data: not empty, a NIfTI
+    header, within the size limits (:mod:`medssl.io.limits`), and (uncompressed) holding every
+    byte of data its header promises."""
     if not path.is_file():
         raise VolumeReadError(path, "no such file")
+    size = path.stat().st_size
+    if size == 0:
+        raise VolumeReadError(path, "empty file (0 bytes)", hint="an interrupted copy? copy it again")
     try:
         image = nib.load(str(path))
     except Exception as exc:  # nibabel raises many kinds
-        raise VolumeReadError(path, f"not a readable NIfTI file ({exc})") from exc
+        raise VolumeReadError(path, f"not a readable NIfTI file ({_describe(exc)})") from exc
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise VolumeReadError(path, f"{type(image).__name__} is not a NIfTI image")
+    header = image.header
+    shape = tuple(int(s) for s in header.get_data_shape())
+    if any(s <= 0 for s in shape):
+        raise VolumeReadError(path, f"the header gives an empty shape {shape}")
+    voxels = int(np.prod(shape, dtype=object))
+    itemsize = np.dtype(header.get_data_dtype()).itemsize
+    stored = voxels * itemsize
+    problem = as_limits(limits).problem(voxels=voxels, stored_bytes=stored, shape=shape)
+    if problem:
+        raise VolumeReadError(path, f"the header promises {problem}", hint="check the file; raise the limit if it is real")
+    if not path.name.lower().endswith(".gz"):
+        needed = int(header.get_data_offset()) + stored
+        if size < needed:
+            raise VolumeReadError(path, f"file truncated: the header promises {needed} bytes, the file has {size}",
+                                  hint="an interrupted copy? copy it again")
     return image
 
 
@@ -161,51 +230,81 @@ def load_nifti(
     *,
     nonfinite: NonFinitePolicy = "replace",
     reorient: bool = True,
+    limits: ReadLimits | None = None,
+    log_name: str | None = None,
 ) -> Volume:
     """Read a NIfTI-1/2 file (``.nii`` or ``.nii.gz``) into a RAS+ :class:`Volume`.
 
+    ``limits``: the size guard checked from the header (:mod:`medssl.io.limits`). ``log_name``: how
+    log records name the file (default ``<file>``; never its path).
+
     Raises:
-        VolumeReadError: missing, unreadable or truncated file, unsupported dimensions, or non-finite
-            values with ``nonfinite="error"``.
+        VolumeReadError: missing, empty, unreadable or truncated file, a header beyond the size
+            limits, unsupported dimensions, or non-finite values with ``nonfinite="error"``.
     """
     path = Path(path)
-    image = _open(path)
+    name = log_name or "<file>"
+    image = _open(path, limits)
     try:
         data = image.get_fdata(dtype=np.float32)
     except Exception as exc:  # truncated data, bad datatype...
-        raise VolumeReadError(path, f"NIfTI data cannot be read ({exc})") from exc
+        raise VolumeReadError(path, f"NIfTI data cannot be read ({_describe(exc)})") from exc
     array = _channels_first(data, path)
-    array, replaced = handle_nonfinite(array, nonfinite, path)
-    affine = np.asarray(image.affine, dtype=np.float64)
+    array, replaced = handle_nonfinite(array, nonfinite, path, log_name=name)
+    affine, source, issue, spacing_known = choose_affine(image.header)
+    if issue:
+        logger.warning("%s: %s", name, issue)
     if reorient:
-        array, affine = reorient_to_ras(array, affine)
-    sidecar = _sidecar(path)
+        try:
+            array, affine = reorient_to_ras(array, affine)
+        except Exception as exc:
+            raise VolumeReadError(path, f"the affine cannot be reoriented ({_describe(exc)})") from exc
+    sidecar = _sidecar(path, name)
     meta: dict[str, Any] = deid.filter_meta(sidecar)
     meta.update(
         source_format="nifti",
-        affine_source=_affine_source(image),
+        affine_source=source,
         stored_dtype=str(image.get_data_dtype()),
         nonfinite_replaced=replaced,
+        spacing_known=spacing_known,
     )
+    if issue:
+        meta["affine_issue"] = issue
     return Volume(array, affine, modality or guess_modality(path, sidecar), meta)
 
 
-def nifti_summary(path: str | os.PathLike) -> dict[str, Any]:
-    """Shape, spacing and orientation a load would give, from the header only (no voxel data read)."""
+def nifti_summary(path: str | os.PathLike, limits: ReadLimits | None = None) -> dict[str, Any]:
+    """Shape, spacing and orientation a load would give, from the header only (no voxel data read).
+
+    ``issue`` says which affine was used when the preferred one is invalid (:func:`choose_affine`);
+    ``spacing_known`` is false when the voxel sizes were assumed.
+
+    Raises:
+        VolumeReadError: what :func:`load_nifti` would raise before reading voxels (empty, not NIfTI,
+            beyond the size limits, truncated uncompressed data).
+    """
     path = Path(path)
-    image = _open(path)
+    image = _open(path, limits)
     shape = tuple(int(s) for s in image.shape)
     spatial = (shape + (1, 1, 1))[:3]
     channels = int(np.prod(shape[3:])) if len(shape) > 3 else 1
-    new_shape, affine = reoriented_geometry(np.asarray(image.affine, dtype=np.float64), spatial)  # type: ignore[arg-type]
-    sidecar = _sidecar(path)
+    if len(shape) > 5:
+        raise VolumeReadError(path, f"expected a 2D to 5D image, got {len(shape)} dimensions", hint="split it into volumes first")
+    affine, source, issue, spacing_known = choose_affine(image.header)
+    try:
+        new_shape, affine = reoriented_geometry(affine, spatial)  # type: ignore[arg-type]
+    except Exception as exc:
+        raise VolumeReadError(path, f"the affine cannot be reoriented ({_describe(exc)})") from exc
+    sidecar = _sidecar(path, "<file>")
     return {
         "modality": guess_modality(path, sidecar),
         "channels": channels,
         "shape": new_shape,
         "spacing": tuple(round(float(s), 6) for s in np.linalg.norm(affine[:3, :3], axis=0)),
         "orientation": orientation_code(affine),
-        "affine_source": _affine_source(image),
+        "affine_source": source,
+        "affine_issue": issue,
+        "spacing_known": spacing_known,
         "stored_dtype": str(image.get_data_dtype()),
         "meta": deid.filter_meta(sidecar),
     }

@@ -45,6 +45,7 @@ from medssl.io import deid
 from medssl.io.dicom_geometry import PlaneGeometry
 from medssl.io.dicom_header import DicomHeader, read_header
 from medssl.io.dicom_raw import NotDicomError
+from medssl.io.limits import ReadLimits, as_limits
 from medssl.io.nifti import is_nifti_path, nifti_summary
 from medssl.io.redaction import (
     REDACTED_LOGGERS,
@@ -153,7 +154,9 @@ def _log_locations(root: str, rel: str, salt: bytes) -> dict[str, str]:
     return {k: (f"<{volume}>" if v == "<file>" else v.replace(">", f" of {volume}>")) for k, v in locations.items()}
 
 
-def scan_file(root: str, rel: str, salt: bytes, seen_series: set[str] | None = None) -> FileRecord:
+def scan_file(
+    root: str, rel: str, salt: bytes, seen_series: set[str] | None = None, limits: ReadLimits | None = None
+) -> FileRecord:
     """One file's record. ``seen_series``: series whose acquisition fields this worker already
     decoded (a manifest row needs them once per series); updated in place.
 
@@ -163,7 +166,7 @@ def scan_file(root: str, rel: str, salt: bytes, seen_series: set[str] | None = N
     with _file_log_redaction():
         _reading.file = (root, rel, salt)
         try:
-            record = _read_record(root, rel, salt, seen_series)
+            record = _read_record(root, rel, salt, seen_series, limits)
         finally:
             _reading.file = None
     if record.reason:
@@ -173,15 +176,35 @@ def scan_file(root: str, rel: str, salt: bytes, seen_series: set[str] | None = N
     return record
 
 
-def _read_record(root: str, rel: str, salt: bytes, seen_series: set[str] | None) -> FileRecord:
+#: Names of files that should hold an image: an empty one is an ``error`` (an interrupted copy);
+#: any other empty file is ``skipped``. DICOM files often have no extension at all.
+_IMAGE_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima", ".img", ".nii", ".nii.gz")
+
+
+def _looks_like_image_name(rel: str) -> bool:
+    name = os.path.basename(rel).lower()
+    return name.endswith(_IMAGE_SUFFIXES) or "." not in name.lstrip(".")
+
+
+def _read_record(root: str, rel: str, salt: bytes, seen_series: set[str] | None, limits: ReadLimits | None = None) -> FileRecord:
     path = os.path.join(root, rel)
+    try:
+        empty = os.stat(path).st_size == 0
+    except OSError as exc:
+        return FileRecord(rel, "error", reason=f"cannot open the file ({exc.strerror or type(exc).__name__})")
+    if empty:
+        if _looks_like_image_name(rel):
+            return FileRecord(rel, "error", reason="empty file (0 bytes): an interrupted copy?")
+        return FileRecord(rel, "skipped", reason="empty file (0 bytes), not a DICOM or NIfTI file")
     if is_nifti_path(rel):
         try:
-            return FileRecord(rel, "nifti", nifti=nifti_summary(path))
+            return FileRecord(rel, "nifti", nifti=nifti_summary(path, limits))
         except VolumeReadError as exc:
             return FileRecord(rel, "error", reason=exc.reason)
+        except Exception as exc:  # a scan never stops on one file
+            return FileRecord(rel, "error", reason=f"unexpected {type(exc).__name__}: {exc}")
     try:
-        header = read_header(path, salt, known_series=seen_series or ())
+        header = read_header(path, salt, known_series=seen_series or (), limits=limits)
     except NotDicomError:
         return FileRecord(rel, "skipped", reason="not a DICOM or NIfTI file")
     except VolumeReadError as exc:
@@ -220,10 +243,10 @@ def _compact(record: FileRecord, shared: dict) -> FileRecord:
     return record
 
 
-def _scan_chunk(root: str, rels: Sequence[str], salt: bytes) -> list[FileRecord]:
+def _scan_chunk(root: str, rels: Sequence[str], salt: bytes, limits: ReadLimits | None = None) -> list[FileRecord]:
     seen: set[str] = set()
     with _file_log_redaction():
-        return [scan_file(root, rel, salt, seen) for rel in rels]
+        return [scan_file(root, rel, salt, seen, limits) for rel in rels]
 
 
 def _pool_context():
@@ -243,9 +266,18 @@ def default_workers(n_files: int) -> int:
 
 
 def scan_files(
-    root: str, rels: Sequence[str], salt: bytes, *, workers: int | None = None, progress: bool = True
+    root: str,
+    rels: Sequence[str],
+    salt: bytes,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    limits: ReadLimits | None = None,
 ) -> dict[str, FileRecord]:
     """Records of ``rels`` (paths relative to ``root``), read by ``workers`` processes.
+
+    ``limits``: the size guard (:mod:`medssl.io.limits`), resolved here so that workers apply the
+    same numbers.
 
     ``workers=None`` picks :func:`default_workers`; ``0`` or ``1`` reads in the calling process.
     Files go to workers in chunks of up to 64; a tqdm bar counts files (off when ``progress`` is
@@ -256,6 +288,7 @@ def scan_files(
     records: dict[str, FileRecord] = {}
     if not rels:
         return records
+    limits = as_limits(limits)
     workers = default_workers(len(rels)) if workers is None else workers
     bar = tqdm(total=len(rels), unit="file", desc="manifest", disable=not (progress and progress_enabled()))
     try:
@@ -264,19 +297,22 @@ def scan_files(
             shared: dict = {}
             with _file_log_redaction():
                 for rel in rels:
-                    records[rel] = _compact(scan_file(root, rel, salt, seen), shared)
+                    records[rel] = _compact(scan_file(root, rel, salt, seen, limits), shared)
                     bar.update(1)
             return records
         chunk = max(1, min(64, len(rels) // (workers * 4) or 1))
         with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
-            futures = {pool.submit(_scan_chunk, root, rels[i : i + chunk], salt): rels[i : i + chunk] for i in range(0, len(rels), chunk)}
+            futures = {
+                pool.submit(_scan_chunk, root, rels[i : i + chunk], salt, limits): rels[i : i + chunk]
+                for i in range(0, len(rels), chunk)
+            }
             shared: dict = {}
             for future in concurrent.futures.as_completed(futures):
                 try:
                     done = future.result()
                 except Exception as exc:  # a worker died (out of memory, a crashing library): redo here
                     logger.warning("a header worker failed (%s); reading its %d files in this process", exc, len(futures[future]))
-                    done = _scan_chunk(root, futures[future], salt)
+                    done = _scan_chunk(root, futures[future], salt, limits)
                 for record in done:
                     records[record.rel] = _compact(record, shared)
                 bar.update(len(done))

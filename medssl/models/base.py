@@ -64,6 +64,13 @@ class Encoder(nn.Module):
         self.feature_channels: list[int] = []
 
     @property
+    def input_multiple(self) -> int:
+        """Every spatial size of a patch given to this encoder's segmentation network must be a
+        multiple of this (the network's total down-sampling stride, where its decoder needs the
+        skips to line up); 1 when any size works."""
+        return 1
+
+    @property
     def feature_dim(self) -> int:
         """Width of the pooled embedding (the deepest feature map's channels)."""
         return self.feature_channels[-1]

@@ -76,6 +76,7 @@ def export_encoder(encoder: Encoder, path: str | os.PathLike, card: dict[str, An
     full_card.update({
         "format": CARD_FORMAT,
         "encoder": encoder.config,
+        "encoder_name": encoder_display_name(encoder),
         "feature_dim": encoder.feature_dim,
         "monai_network": type(encoder).segmentation_network,
         "num_parameters": int(sum(p.numel() for p in encoder.parameters())),
@@ -89,8 +90,21 @@ def export_encoder(encoder: Encoder, path: str | os.PathLike, card: dict[str, An
         atomic_torch_save(decoder_state, decoder_path(path))
     atomic_torch_save(state, path)
     atomic_write_text(card_path(path), card_text + "\n")
-    logger.info("exported %s encoder (%d tensors) to %s", encoder.config["name"], len(state), path)
+    logger.info("exported encoder %s (%d tensors) to %s", encoder_display_name(encoder, detailed=True), len(state),
+                path)
     return path
+
+
+def encoder_display_name(encoder: Encoder, detailed: bool = False) -> str:
+    """The registry name the encoder was built under (``resnet10_tiny``), which its ``config`` may
+    record as its base (``resnet10`` with narrower widths); with ``detailed``, the base and its
+    arguments too: ``resnet10_tiny (resnet10, widths [16, 32, 64, 128])``."""
+    base = str(encoder.config.get("name"))
+    name = str(getattr(encoder, "registered_name", None) or base)
+    if not detailed or name == base:
+        return name
+    args = ", ".join(f"{k} {v}" for k, v in (encoder.config.get("args") or {}).items())
+    return f"{name} ({base}{', ' + args if args else ''})"
 
 
 def read_card(path: str | os.PathLike) -> dict[str, Any]:
@@ -116,6 +130,8 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"pretrained encoder {path} does not exist")
     card = read_card(path)
     encoder = encoder_from_config(card["encoder"])
+    if card.get("encoder_name"):
+        encoder.registered_name = str(card["encoder_name"])
     state = _read_state_dict(path, "encoder", map_location)
     try:
         result = encoder.load_state_dict(state, strict=False)

@@ -92,7 +92,9 @@ def build_encoder(name: str, spatial_dims: int = 3, in_channels: int = 1, **args
             allowed = sorted(set(accepted) - {"spatial_dims", "in_channels", "name"})
             raise ConfigError(f"encoder {name!r} does not take argument(s) {unknown} "
                               f"(pretrain.encoder.args); it accepts {allowed}")
-    return builder(spatial_dims=spatial_dims, in_channels=in_channels, **args)
+    encoder = builder(spatial_dims=spatial_dims, in_channels=in_channels, **args)
+    encoder.registered_name = name  # the name asked for (resnet10_tiny), where config["name"] may be the base
+    return encoder
 
 
 def encoder_from_config(config: Mapping[str, Any] | Any) -> Encoder:

@@ -48,9 +48,9 @@ import pandas as pd
 
 from medssl.config import Config, dump_config
 from medssl.errors import ConfigError, DataError
-from medssl.eval.data import PATIENT, LabeledData, load_labeled_data
+from medssl.eval.data import PATIENT, LabeledData, load_labeled_data, resolve_stratify_column
 from medssl.eval.experiment import scratch_encoder_config, train_and_evaluate, whole_volume_features
-from medssl.eval.networks import is_scratch
+from medssl.eval.networks import check_patch_size, is_scratch
 from medssl.study.run_record import collect_environment, now_iso, write_run_record
 from medssl.study.summary import RESULT_COLUMNS
 from medssl.utils.atomic import atomic_write, atomic_write_text
@@ -62,7 +62,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CellPlan:
-    """One run of a study: an init trained on ``train_ids`` and scored on ``test_ids``."""
+    """One run of a study: an arm (an init, and a semi-supervised method or ``none``) trained on
+    ``train_ids`` (and, semi-supervised, the ``unlabeled_ids`` without their annotation) and scored
+    on ``test_ids``."""
 
     init: str
     budget: float
@@ -71,6 +73,13 @@ class CellPlan:
     train_ids: tuple[str, ...]
     val_ids: tuple[str, ...]
     test_ids: tuple[str, ...]
+    semi: str = "none"
+    unlabeled_ids: tuple[str, ...] = ()
+
+    @property
+    def arm(self) -> str:
+        """The arm's name in tables and folders: the init, ``+method`` when semi-supervised."""
+        return arm_name(self.init, self.semi)
 
     @property
     def n_labeled(self) -> int:
@@ -92,12 +101,29 @@ class Split:
     test: tuple[str, ...]
 
 
-def _stratify(config: Config, table: pd.DataFrame) -> str | None:
-    column = config.study.stratify_column
-    if column and column not in table.columns:
-        log.warning("study.stratify_column %r is not in the labels table; splitting without stratification", column)
-        return None
-    return column or None
+def arm_name(init: str, semi: str) -> str:
+    """``scratch`` + ``none`` -> ``scratch``; ``simclr`` + ``fixmatch`` -> ``simclr+fixmatch``."""
+    return init if semi == "none" else f"{init}+{semi}"
+
+
+def study_arms(config: Config) -> list[tuple[str, str]]:
+    """``(init, semi method)`` of every arm: ``study.inits`` crossed with ``study.semi`` (or with
+    ``finetune.semi.method`` alone when ``study.semi`` is not set)."""
+    methods = config.study.semi if config.study.semi is not None else [config.finetune.semi.method]
+    return [(init, method) for method in methods for init in config.study.inits]
+
+
+def arm_config(config: Config, semi: str) -> Config:
+    """``config`` with ``finetune.semi.method`` set to the arm's method (everything else the same)."""
+    if config.finetune.semi.method == semi:
+        return config
+    arm = config.model_copy(deep=True)
+    arm.finetune.semi.method = semi  # type: ignore[assignment]
+    return arm
+
+
+def _stratify(config: Config, table: pd.DataFrame, quiet: bool = False) -> str | None:
+    return resolve_stratify_column(config, table.columns, quiet=quiet)
 
 
 def make_splits(config: Config, data: LabeledData) -> list[Split]:
@@ -123,7 +149,7 @@ def plan_cells(config: Config, data: LabeledData, splits: Sequence[Split]) -> li
     from medssl.data.splits import nested_label_budgets
 
     study, table = config.study, data.table.set_index("case_id", drop=False)
-    stratify = _stratify(config, data.table)
+    stratify = _stratify(config, data.table, quiet=True)
     cells = []
     for split in splits:
         pool = table.loc[list(split.pool)].reset_index(drop=True)
@@ -131,9 +157,11 @@ def plan_cells(config: Config, data: LabeledData, splits: Sequence[Split]) -> li
             subsets = nested_label_budgets(pool, study.budgets, seed=derive_seed(config.seed, "budgets", seed, split.fold),
                                            patient_col=PATIENT, stratify_col=stratify, id_col="case_id")
             for budget in sorted(study.budgets):
-                for init in study.inits:
-                    cells.append(CellPlan(init, float(budget), int(seed), split.fold, tuple(subsets[budget]),
-                                          split.val, split.test))
+                labeled = tuple(subsets[budget])
+                unlabeled = tuple(c for c in split.pool if c not in set(labeled))
+                for init, semi in study_arms(config):
+                    cells.append(CellPlan(init, float(budget), int(seed), split.fold, labeled, split.val, split.test,
+                                          semi=semi, unlabeled_ids=unlabeled if semi != "none" else ()))
     return cells
 
 
@@ -148,17 +176,41 @@ def study_key(config: Config, data: LabeledData) -> str:
         json.dumps(config.data.preprocess.model_dump(mode="json"), sort_keys=True),
         json.dumps(config.pretrain.encoder.model_dump(mode="json"), sort_keys=True),
         config.study.evaluation, config.study.knn_k, config.study.probe_c, config.seed, data.fingerprint,
-        data.content_key,
+        data.content_key, file_fingerprint(config.study.unlabeled) if config.study.unlabeled else "",
     )
 
 
+def unlabeled_archive(config: Config, data: LabeledData, splits: Sequence[Split]) -> dict[int, pd.DataFrame]:
+    """Per fold, the volumes of ``study.unlabeled`` (a manifest) usable as unlabeled data: readable,
+    of ``data.modalities``, of no patient with a test or validation case in that fold, and not one of
+    the labeled cases' own images (those reach the pool as labeled-table cases already)."""
+    from medssl.data.manifest import load_manifest, manifest_root
+    from medssl.data.unlabeled import unlabeled_entries
+
+    path = Path(config.study.unlabeled)  # type: ignore[arg-type]
+    manifest = load_manifest(path, require_locations=True)
+    root = manifest_root(manifest) or path.parent
+    table = data.entries.set_index("case_id")
+    labeled_images = {str(Path(p).resolve()) for p in table["path"]}
+    per_fold = {}
+    for split in splits:
+        held_out = list(split.test) + list(split.val)
+        images = {str(Path(p).resolve()) for p in table.loc[held_out, "path"]}
+        patients = set(data.table.loc[data.table["case_id"].isin(held_out), PATIENT].astype(str))
+        rows = unlabeled_entries(manifest, root, images, config.data.modalities, exclude_patients=patients,
+                                 purpose="consistency training")
+        per_fold[split.fold] = rows[~rows["path"].isin(labeled_images)].reset_index(drop=True)
+    return per_fold
+
+
 def _cell_key(base: str, plan: CellPlan, init_fingerprint: str) -> str:
+    semi = () if plan.semi == "none" else (plan.semi, sorted(plan.unlabeled_ids))
     return text_fingerprint(base, init_fingerprint, plan.budget, plan.seed, plan.fold,
-                            sorted(plan.train_ids), sorted(plan.val_ids), sorted(plan.test_ids))
+                            sorted(plan.train_ids), sorted(plan.val_ids), sorted(plan.test_ids), *semi)
 
 
 def _cell_paths(run_dir: Path, plan: CellPlan) -> tuple[Path, Path]:
-    folder = run_dir / "cells" / plan.init
+    folder = run_dir / "cells" / plan.arm
     return folder / f"{plan.name}.csv", folder / f"{plan.name}.json"
 
 
@@ -169,14 +221,14 @@ def _load_finished(run_dir: Path, plan: CellPlan, key: str) -> pd.DataFrame | No
     try:
         record = json.loads(json_path.read_text(encoding="utf-8"))
         if record.get("cell_key") != key:
-            log.warning("cell %s/%s was computed with other settings or data; recomputing it", plan.init, plan.name)
+            log.warning("cell %s/%s was computed with other settings or data; recomputing it", plan.arm, plan.name)
             return None
         rows = pd.read_csv(csv_path, dtype={"case_id": str, "init": str, "metric": str})
     except (OSError, ValueError) as exc:
-        log.warning("cell %s/%s is unreadable (%s); recomputing it", plan.init, plan.name, exc)
+        log.warning("cell %s/%s is unreadable (%s); recomputing it", plan.arm, plan.name, exc)
         return None
     if list(rows.columns) != RESULT_COLUMNS or rows.empty:
-        log.warning("cell %s/%s holds an unexpected table; recomputing it", plan.init, plan.name)
+        log.warning("cell %s/%s holds an unexpected table; recomputing it", plan.arm, plan.name)
         return None
     return rows
 
@@ -185,7 +237,7 @@ def to_long(per_case: pd.DataFrame, plan: CellPlan) -> pd.DataFrame:
     """A per-case table (``case_id`` + metric columns) -> tidy rows of :data:`RESULT_COLUMNS`."""
     long = per_case.melt(id_vars=["case_id"], var_name="metric", value_name="value")
     long["value"] = long["value"].astype(float)
-    long.insert(0, "init", plan.init)
+    long.insert(0, "init", plan.arm)
     long.insert(1, "budget", plan.budget)
     long.insert(2, "n_labeled", plan.n_labeled)
     long.insert(3, "seed", plan.seed)
@@ -211,18 +263,21 @@ def run_label_efficiency(
     if study.evaluation != "finetune" and config.finetune.task != "classification":
         raise ConfigError(f"study.evaluation={study.evaluation} is a probe of case-level classes: "
                           "set finetune.task=classification (and finetune.label_column)")
-    if study.baseline not in study.inits:
-        log.warning("study.baseline %r is not among the inits %s: no difference tables", study.baseline,
-                    list(study.inits))
+    arms = [arm_name(init, semi) for init, semi in study_arms(config)]
+    if study.baseline not in arms:
+        log.warning("study.baseline %r is not among the arms %s: no difference tables", study.baseline, arms)
     for name, path in study.inits.items():
         if not is_scratch(path) and not Path(path).is_file():
             raise ConfigError(f"study.inits.{name}: encoder file {path} does not exist")
+    check_segmentation_patch_size(config)
     atomic_write_text(run_dir / "config.yaml", dump_config(config))
     if data is None:
         data = load_labeled_data(config, config.data.cache_dir or run_dir / "cache")
     splits = make_splits(config, data)
     plans = plan_cells(config, data, splits)
     base_key = study_key(config, data)
+    needs_archive = study.unlabeled and any(plan.semi != "none" for plan in plans)
+    archive = unlabeled_archive(config, data, splits) if needs_archive else {}
     init_prints = _init_fingerprints(study.inits)
     encoder_config = scratch_encoder_config(config, study.inits)
 
@@ -242,6 +297,7 @@ def run_label_efficiency(
         "splits": [{"fold": s.fold, "test": list(s.test), "val": list(s.val), "pool_size": len(s.pool)} for s in splits],
         "inits": {name: {"path": None if is_scratch(path) else str(Path(path).resolve()),
                          "fingerprint": init_prints[name]} for name, path in study.inits.items()},
+        "arms": {arm_name(init, semi): {"init": init, "semi": semi} for init, semi in study_arms(config)},
         "scratch_encoder": encoder_config,
         "study_key": base_key,
         "cells": len(plans),
@@ -260,21 +316,24 @@ def run_label_efficiency(
         init_path = study.inits[plan.init]
         if study.evaluation != "finetune" and plan.init not in features:
             features[plan.init] = whole_volume_features(config, data, init_path, encoder_config)
-        outcome = train_and_evaluate(config, data, init_path, train_ids=plan.train_ids, test_ids=plan.test_ids,
-                                     val_ids=plan.val_ids, seed=seed, encoder_config=encoder_config,
-                                     features=features.get(plan.init))
+        outcome = train_and_evaluate(arm_config(config, plan.semi), data, init_path, train_ids=plan.train_ids,
+                                     test_ids=plan.test_ids, val_ids=plan.val_ids, seed=seed,
+                                     encoder_config=encoder_config, features=features.get(plan.init),
+                                     unlabeled_ids=plan.unlabeled_ids,
+                                     unlabeled_entries=archive.get(plan.fold) if plan.semi != "none" else None)
         long = to_long(outcome.per_case, plan)
-        record = dict(outcome.record, cell_key=key, init=plan.init, budget=plan.budget, seed=plan.seed,
-                      fold=plan.fold, cell_seed=seed, train_ids=list(plan.train_ids), finished=now_iso())
+        record = dict(outcome.record, cell_key=key, init=plan.init, arm=plan.arm, semi=plan.semi,
+                      budget=plan.budget, seed=plan.seed, fold=plan.fold, cell_seed=seed,
+                      train_ids=list(plan.train_ids), finished=now_iso())
         csv_path, json_path = _cell_paths(run_dir, plan)
         atomic_write_text(json_path, json.dumps(record, indent=2, default=str) + "\n")
         with atomic_write(csv_path, "w", encoding="utf-8", newline="") as handle:  # the commit marker
             long.to_csv(handle, index=False)
         frames.append(long)
         computed += 1
-        headline = _headline(long)
+        headline = cell_headline(long, study.metric)
         log.info("cell %d/%d: %s, %d labeled case(s), seed %d, fold %d: %s (%.1f s)", number, len(plans),
-                 plan.init, plan.n_labeled, plan.seed, plan.fold, headline, outcome.record.get("seconds", 0.0))
+                 plan.arm, plan.n_labeled, plan.seed, plan.fold, headline, outcome.record.get("seconds", 0.0))
     log.info("study: %d cell(s) computed, %d reused from %s", computed, len(plans) - computed, run_dir / "cells")
     if not frames:
         raise DataError("the study has no cell to run")
@@ -285,12 +344,52 @@ def run_label_efficiency(
     return results
 
 
-def _headline(long: pd.DataFrame) -> str:
-    for metric in ("dice", "correct"):
-        values = long.loc[long["metric"] == metric, "value"]
-        if len(values):
-            return f"mean {metric} {values.mean():.3f}"
+def check_segmentation_patch_size(config: Config) -> None:
+    """``finetune.patch_size`` fits the segmentation network of every init (checked before any data
+    is read; :func:`medssl.eval.networks.check_patch_size`)."""
+    from medssl.models import read_card
+
+    if config.finetune.task != "segmentation" or config.study.evaluation != "finetune":
+        return
+    architectures = [scratch_encoder_config(config, config.study.inits)]
+    architectures += [read_card(path)["encoder"] for path in config.study.inits.values() if not is_scratch(path)]
+    for architecture in architectures:
+        check_patch_size(architecture, config.finetune.patch_size)
+
+
+def cell_headline(long: pd.DataFrame, metric: str) -> str:
+    """One run's value of the study's headline ``metric`` for the log: the mean over the test cases
+    that have it (a case-level metric), or the metric of the whole test set (AUC, F1...)."""
+    from medssl.eval.metrics import CLASSIFICATION_METRICS, classification_metrics
+
+    values = long.loc[long["metric"] == metric, "value"]
+    if len(values) and values.notna().any():
+        return f"{metric} {values.mean():.3f} (mean over {int(values.notna().sum())} test case(s))"
+    if metric in CLASSIFICATION_METRICS and (long["metric"] == "target").any():
+        wide = long.pivot_table(index="case_id", columns="metric", values="value", aggfunc="first")
+        probs = sorted((c for c in wide.columns if str(c).startswith("prob_")), key=lambda c: int(str(c)[5:]))
+        score = classification_metrics(wide["target"].to_numpy(), wide[probs].to_numpy(), num_classes=len(probs))
+        return f"{metric} {score[metric]:.3f} (over {len(wide)} test case(s))"
     return f"{long['case_id'].nunique()} test case(s)"
+
+
+def arm_costs(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """What each arm cost, from the cell records in ``run_dir/cells``: per arm and labeled cases, the
+    mean seconds of a cell, its fine-tuning steps and the images forwarded in training."""
+    rows = []
+    for path in sorted(Path(run_dir, "cells").glob("*/*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        history = record.get("history") or {}
+        rows.append({"arm": record.get("arm", record.get("init")), "labeled cases": record.get("n_train"),
+                     "seconds": record.get("seconds"), "steps": history.get("steps"),
+                     "images forwarded": history.get("forward_items")})
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows).groupby(["arm", "labeled cases"], sort=True).mean(numeric_only=True).reset_index()
+    return table.round({"seconds": 1, "steps": 0, "images forwarded": 0})
 
 
 def run_study_from_config(config: Config, run_dir: str | os.PathLike, *, resume: bool = True) -> Path:
@@ -303,5 +402,5 @@ def run_study_from_config(config: Config, run_dir: str | os.PathLike, *, resume:
     metric = config.study.metric
     files = write_report(results, run_dir, primary=metric, baseline=config.study.baseline, manifest=manifest,
                          n_resamples=config.study.bootstrap, level=config.study.level, seed=config.seed,
-                         resample_seeds=config.study.bootstrap_seeds)
+                         resample_seeds=config.study.bootstrap_seeds, costs=arm_costs(run_dir))
     return files.markdown

@@ -33,7 +33,7 @@ METRIC_LABELS = {
     "surface_dice": "Surface Dice",
     "auc": "AUC",
     "balanced_accuracy": "Balanced accuracy",
-    "f1": "F1",
+    "f1": "F1 (macro)",
     "accuracy": "Accuracy",
 }
 

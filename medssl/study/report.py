@@ -276,6 +276,104 @@ def _mask_labels(manifest: dict[str, Any] | None) -> list[int] | None:
 
 _VERSIONS = ("medssl", "torch", "monai", "numpy", "pandas", "scikit-learn")
 
+
+def _class_label(manifest: dict[str, Any] | None):
+    mask_labels, names = _mask_labels(manifest), _class_names(manifest)
+    return lambda k: _class_column(k, mask_labels, names)
+
+
+def _labels_matter_blocks(results: pd.DataFrame, metric: str, baseline: str,
+                          manifest: dict[str, Any] | None) -> list[Any]:
+    """The check that the baseline rises with labels (:func:`medssl.study.findings.labels_matter_warning`)."""
+    from medssl.study.findings import labels_matter_warning
+
+    config = (manifest or {}).get("config") or {}
+    if (config.get("study") or {}).get("evaluation", "finetune") != "finetune":
+        return []
+    warning = labels_matter_warning(results, metric, baseline=baseline,
+                                    steps=(config.get("finetune") or {}).get("steps"))
+    return [_Paragraph(warning)] if warning else []
+
+
+def _class_presence_blocks(results: pd.DataFrame, manifest: dict[str, Any] | None) -> list[Any]:
+    """Per class: test cases containing it, how often it is predicted there; a class never predicted."""
+    from medssl.study.findings import class_presence_table, never_predicted_warning
+
+    label = _class_label(manifest)
+    table = class_presence_table(results, label)
+    if table.empty:
+        return []
+    blocks: list[Any] = [_Paragraph("Classes in the test cases (a class is scored only on the cases that "
+                                    "contain it) and how often each initialisation predicts it there:"),
+                         _Table(table)]
+    warning = never_predicted_warning(results, label)
+    if warning:
+        blocks.append(_Paragraph(warning))
+    return blocks
+
+
+def _study_notes(results: pd.DataFrame, manifest: dict[str, Any] | None) -> list[str]:
+    """Notes on the design that change how to read the numbers: a budget that is the whole pool,
+    a kNN probe whose k exceeds the labeled cases."""
+    from medssl.study.findings import whole_pool_note
+
+    notes = []
+    pools = [int(s["pool_size"]) for s in (manifest or {}).get("splits", []) if "pool_size" in s]
+    pool = whole_pool_note(results, pools)
+    if pool:
+        notes.append(pool)
+    study = ((manifest or {}).get("config") or {}).get("study") or {}
+    if study.get("evaluation") == "knn_probe":
+        k = int(study.get("knn_k", 5))
+        small = sorted(int(n) for n in results["n_labeled"].unique() if int(n) < k)
+        if small:
+            budgets = ", ".join(str(n) for n in small)
+            notes.append(f"Note: the kNN probe's k = {k} (`study.knn_k`) is more than the {budgets} labeled cases "
+                         "of the smallest budget(s); those runs voted with all their labeled cases (the k used is "
+                         "`knn_k` in each cell's record).")
+    return notes
+
+
+def _classification_blocks(results: pd.DataFrame, manifest: dict[str, Any] | None) -> list[Any]:
+    """Test-set class balance, per-class and macro F1, confusion matrices at the largest budget."""
+    from medssl.study.classification import class_balance_table, confusion_table, per_class_f1_table
+
+    balance = class_balance_table(results)
+    if balance.empty:
+        return []
+    blocks: list[Any] = [_Heading("Classes", 2),
+                         _Paragraph("Test cases per class (a classifier that always answers the majority class "
+                                    "scores its share as accuracy):"), _Table(balance),
+                         _Paragraph("F1 per class and macro F1 (the mean of the per-class F1s; the report's `f1`), "
+                                    "means over seeds:"), _Table(per_class_f1_table(results))]
+    for init in dict.fromkeys(results["init"]):
+        n_labeled = int(results.loc[results["init"] == init, "n_labeled"].max())
+        seeds = results.loc[(results["init"] == init) & (results["n_labeled"] == n_labeled), "seed"].nunique()
+        blocks.append(_Paragraph(f"Confusion matrix of `{init}` with {n_labeled} labeled cases (rows: true class; "
+                                 f"counts summed over {seeds} seed(s), each test case once per seed):"))
+        blocks.append(_Table(confusion_table(results, init, n_labeled)))
+    return blocks
+
+
+def how_to_read(metrics: Sequence[str], baseline: str, resample_seeds: bool = True) -> str:
+    """The report's "how to read" text, true to the metrics it holds: per-case box plots for
+    case-level metrics (Dice...), one point per seed for set-level ones (AUC, F1...)."""
+    text = _HOW_TO_READ.format(baseline=baseline,
+                               resampled="test cases and seeds" if resample_seeds else "test cases (seeds fixed)")
+    set_level = [m for m in metrics if m in SET_LEVEL_METRICS]
+    case_level = [m for m in metrics if m not in SET_LEVEL_METRICS]
+    lines = []
+    if case_level:
+        lines.append("- the box plots of a per-case metric show the spread over test cases (each the mean over "
+                     "seeds): a mean can hide a few failed cases.")
+    if set_level:
+        lines.append("- AUC, balanced accuracy, F1 and accuracy are computed over the whole test set of a run, so "
+                     "their box plots hold one point per seed (the training spread), not one per test case; "
+                     "F1 is stated per class and as the macro mean over classes (the mean of the per-class "
+                     "F1s), never silently as the F1 of class 1.")
+    return text + "\n" + "\n".join(lines)
+
+
 _HOW_TO_READ = (
     "- each cell: the metric's mean over seeds ± its standard deviation over seeds (how much the result "
     "moves with which cases got labeled and the initial weights), then in brackets a 95% percentile "
@@ -283,8 +381,7 @@ _HOW_TO_READ = (
     "- difference tables: initialisation minus `{baseline}` on the same test cases and seeds (paired "
     "bootstrap, 95%); `*` marks an interval that excludes zero, i.e. a difference unlikely to be "
     "noise of the test set and of the seeds alone;\n"
-    "- the plots show the mean over seeds (line), the interval (band) and each seed's run (dots); "
-    "the box plots show the spread over test cases: a mean can hide a few failed cases."
+    "- the curves show the mean over seeds (line), the interval (band) and each seed's run (dots);"
 )
 
 
@@ -301,8 +398,11 @@ def write_report(
     seed: int = 0,
     resample_seeds: bool = True,
     title: str = "Label-efficiency study",
+    costs: pd.DataFrame | None = None,
 ) -> ReportFiles:
-    """Write ``results.csv``, ``summary.csv``, plots, ``report.md`` and ``report.html`` into ``out_dir``."""
+    """Write ``results.csv``, ``summary.csv``, plots, ``report.md`` and ``report.html`` into ``out_dir``.
+
+    ``costs``: what each arm cost (:func:`medssl.study.label_efficiency.arm_costs`), shown as a table."""
     missing = set(RESULT_COLUMNS) - set(results.columns)
     if missing:
         raise ValueError(f"results lack the column(s) {sorted(missing)}")
@@ -324,6 +424,7 @@ def write_report(
         raise ValueError(f"no reportable metric in the results (metrics: {sorted(results['metric'].unique())})")
 
     blocks: list[Any] = [_Heading(title, 1), _Paragraph(_setup_paragraph(manifest, results))]
+    blocks += [_Paragraph(note) for note in _study_notes(results, manifest)]
     summaries, plot_paths = [], []
     for k, metric in enumerate(metrics):
         summary = summarize(results, metric, baseline=baseline, n_resamples=n_resamples, level=level, seed=seed,
@@ -342,10 +443,15 @@ def write_report(
             blocks.append(_Paragraph(f"Difference to `{baseline}` [paired 95% bootstrap CI]; `*`: the interval "
                                      "excludes zero."))
             blocks.append(_Table(difference_table(summary, metric, baseline)))
+        if k == 0:
+            blocks += _labels_matter_blocks(results, metric, baseline, manifest)
         classes = per_class_table(results, metric, _mask_labels(manifest), _class_names(manifest))
         if not classes.empty:
-            blocks.append(_Paragraph(f"{label} per class (mean over seeds and test cases):"))
+            blocks.append(_Paragraph(f"{label} per class (mean over seeds and the test cases that contain the "
+                                     "class; a class absent from a case is not scored there):"))
             blocks.append(_Table(classes))
+        if k == 0:
+            blocks += _class_presence_blocks(results, manifest)
         if metric in SET_LEVEL_METRICS:
             boxes = plot_per_run(per_run, metric, plots_dir / f"{metric}_per_run.png")
             blocks.append(_Image(boxes, f"{label} per run"))
@@ -354,9 +460,15 @@ def write_report(
             blocks.append(_Image(boxes, f"{label} per test case"))
         plot_paths += [curve, boxes]
 
+    blocks += _classification_blocks(results, manifest)
+    if costs is not None and not costs.empty:
+        blocks.append(_Heading("What each arm cost", 2))
+        blocks.append(_Paragraph("Per cell (one fine-tuning run), mean over seeds: wall-clock seconds of training and "
+                                 "scoring, and the images the networks were run on in training (student and "
+                                 "teacher forward passes; a semi-supervised step also runs on unlabeled patches)."))
+        blocks.append(_Table(costs))
     blocks.append(_Heading("How to read this report", 2))
-    blocks.append(_Paragraph(_HOW_TO_READ.format(
-        baseline=baseline, resampled="test cases and seeds" if resample_seeds else "test cases (seeds fixed)")))
+    blocks.append(_Paragraph(how_to_read(metrics, baseline, resample_seeds)))
     if manifest:
         blocks.append(_Heading("Run", 2))
         env = manifest.get("environment", {})

@@ -100,7 +100,7 @@ def batched_classification_metric(metric: str, targets: np.ndarray, probabilitie
     if metric == "f1":
         with np.errstate(divide="ignore", invalid="ignore"):
             f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
-        return f1[1] if num_classes == 2 else f1.mean(axis=0)
+        return f1.mean(axis=0)  # macro, binary included (see medssl.eval.metrics.classification_metrics)
     raise ValueError(f"unknown classification metric {metric!r}; choose from {CLASSIFICATION_METRICS}")
 
 

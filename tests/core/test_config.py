@@ -51,3 +51,15 @@ def test_override_without_equals_sign_is_refused():
 def test_budgets_must_be_positive():
     with pytest.raises(ConfigError, match="budgets"):
         load_config(None, ["study.budgets=[0, 2]"])
+
+
+def test_unknown_key_lists_the_sections_keys_and_the_closest_match():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["finetune.patchsize=[32,32,32]"])
+    message = str(info.value)
+    assert "did you mean 'patch_size'?" in message
+    assert "finetune accepts:" in message and "pos_fraction" in message and "steps" in message
+    with pytest.raises(ConfigError) as info:  # nested section, no close match: the accepted keys only
+        load_config(None, ["pretrain.augmentation.zzz=1"])
+    assert "pretrain.augmentation accepts: args, device_side" in str(info.value)
+    assert "did you mean" not in str(info.value)

@@ -516,7 +516,7 @@ def test_columns_are_allow_listed():
     assert set(ACQUISITION_COLUMNS.values()) <= set(ACQUISITION_FIELDS)
     reviewed = {"volume_id", "status", "reason", "format", "n_files", "patient_key", "study_key", "series_key", "sop_class",
                 "transfer_syntax", "channels", "shape_x", "shape_y", "shape_z", "spacing_x", "spacing_y", "spacing_z",
-                "orientation", "gantry_tilt_deg", "n_frames", "size_bytes", "salt_id"}
+                "orientation", "gantry_tilt_deg", "spacing_known", "echo_number", "n_frames", "size_bytes", "salt_id"}
     assert set(SCHEMA) == reviewed | set(ACQUISITION_COLUMNS) | set(LOCATION_COLUMNS)
 
 

@@ -62,14 +62,40 @@ def test_empty_structures_follow_documented_convention():
     empty = np.zeros((8, 8, 8), np.int64)
     full = _cube((8, 8, 8), (2, 2, 2), (5, 5, 5))
     both = segmentation_case_metrics(empty, empty, num_classes=2, spacing=(1, 1, 2))
-    assert (both["dice"], both["hd95"], both["surface_dice"]) == (1.0, 0.0, 1.0)
+    assert all(math.isnan(both[m]) for m in ("dice", "hd95", "surface_dice", "dice_1"))  # not scored
+    assert (both["present_1"], both["predicted_1"]) == (0.0, 0.0)
     missed = segmentation_case_metrics(empty, full, num_classes=2, spacing=(1, 1, 2))
     assert missed["dice"] == 0.0 and missed["surface_dice"] == 0.0
     assert missed["hd95"] == pytest.approx(math.sqrt(7**2 + 7**2 + 14**2))  # diagonal in mm
+    assert (missed["present_1"], missed["predicted_1"]) == (1.0, 0.0)
+    hallucinated = segmentation_case_metrics(full, empty, num_classes=2, spacing=(1, 1, 2))
+    assert hallucinated["dice"] == 0.0 and hallucinated["predicted_1"] == 1.0  # a false positive counts
     # a class missing in one case of a multi-class map does not turn the others into NaN
     two = _cube((8, 8, 8), (2, 2, 2), (5, 5, 5), 2)
     mixed = segmentation_case_metrics(two, full * 0 + two, num_classes=3, spacing=(1, 1, 1))
-    assert mixed["dice_1"] == 1.0 and mixed["dice_2"] == 1.0 and np.isfinite(mixed["hd95"])
+    assert math.isnan(mixed["dice_1"]) and mixed["dice_2"] == 1.0 and mixed["dice"] == 1.0
+    assert np.isfinite(mixed["hd95"])
+
+
+def test_a_class_absent_from_a_case_and_never_predicted_does_not_raise_the_mean():
+    """The issue's case: organ learned (Dice 0.5 everywhere), lesion never predicted; 2 of 8 cases
+    have no lesion. Scoring their absent lesion as 1 would add 2 / 8 * 1 / 2 = 0.0625 to the mean."""
+    organ = _cube((12, 12, 12), (1, 1, 1), (9, 9, 9), 1)
+    half = organ.copy()
+    half[1:9, 1:9, 5:9] = 0  # half the organ predicted: Dice 2 * 256 / (512 + 256) = 2 / 3
+    means = []
+    for has_lesion in [True] * 6 + [False] * 2:
+        reference = organ.copy()
+        if has_lesion:
+            reference[3:5, 3:5, 3:5] = 2
+        m = segmentation_case_metrics(half, reference, num_classes=3, spacing=(1, 1, 1), metrics=["dice"])
+        assert m["present_2"] == float(has_lesion) and m["predicted_2"] == 0.0
+        means.append(m["dice"])
+    organ_only = [m for m, lesion in zip(means, [True] * 6 + [False] * 2) if not lesion]
+    with_lesion = [m for m, lesion in zip(means, [True] * 6 + [False] * 2) if lesion]
+    # with a lesion: (organ Dice + lesion Dice 0) / 2; the 8 lesion voxels predicted as organ
+    assert with_lesion == pytest.approx([(2 * 248 / (504 + 256) + 0.0) / 2] * 6)
+    assert organ_only == pytest.approx([2 / 3] * 2)  # the organ alone: no free 1 for the absent lesion
 
 
 def test_bad_input_is_refused():
@@ -100,6 +126,14 @@ def test_classification_metrics_hand_values():
     assert m["balanced_accuracy"] == pytest.approx(2 / 3)
     assert m["f1"] == pytest.approx(2 / 3)
     assert m["accuracy"] == pytest.approx(4 / 6)
+
+
+def test_binary_f1_is_the_macro_mean_so_an_all_positive_guess_does_not_look_good():
+    targets = [0, 1, 1, 1]
+    all_positive = np.array([0.9, 0.9, 0.9, 0.9])
+    m = classification_metrics(targets, all_positive)
+    # F1 of class 1 alone would be 2 * 3 / (3 + 4) = 0.857; class 0 is never predicted: F1 0
+    assert m["f1"] == pytest.approx((6 / 7 + 0.0) / 2)
 
 
 def test_auc_single_class_is_nan():

@@ -32,6 +32,9 @@ def test_run_finetuning_writes_tables_metrics_and_weights(tmp_path):
     assert record["transfer"]["n_loaded"] == len(encoder.state_dict()) and record["transfer"]["n_missing"] == 0
     assert record["history"]["validation"] and record["history"]["best_step"] in (2, 3)
     assert set(run.metrics) == {"dice", "dice_1", "dice_2"}
+    # how many test cases contain each class (the disk in all, the spot in the lesion cases)
+    assert record["classes"]["1"]["test_cases_containing"] == len(per_case)
+    assert record["classes"]["2"]["test_cases_containing"] == int(per_case["present_2"].sum())
     state = torch.load(tmp_path / "run" / "network.pt", weights_only=True)
     assert any(k.startswith("decoder") for k in state)
     assert "init" in str(run) and "per_case.csv" in str(run)

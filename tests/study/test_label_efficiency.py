@@ -149,12 +149,21 @@ def test_report_files_hold_the_expected_tables(cohort, pretrained, tmp_path):
         assert row["ci_low"] <= row["mean"] <= row["ci_high"]
 
 
-def test_linear_and_knn_probe_studies(cohort, pretrained, tmp_path):
+def test_linear_and_knn_probe_studies(cohort, pretrained, tmp_path, caplog):
     for evaluation in ("linear_probe", "knn_probe"):
         config = _config(cohort, tmp_path, f"study.inits={{scratch: null, ssl: {pretrained}}}",
                          f"study.evaluation={evaluation}", "finetune.task=classification", "finetune.num_classes=2",
                          "study.metric=auc", "study.knn_k=3")
-        report = run_study_from_config(config, tmp_path / evaluation)
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            report = run_study_from_config(config, tmp_path / evaluation)
+        cells = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cell ")]
+        assert cells and all(": auc " in m for m in cells)  # each cell logs the study's headline metric
+        if evaluation == "knn_probe":  # k = 3 on 2 labeled cases: said, and the k used is kept
+            records = [json.loads(p.read_text()) for p in (tmp_path / evaluation / "cells").rglob("*.json")]
+            assert {(r["n_train"], r["knn_k"]) for r in records} == {(2, 2), (4, 3)}
+            assert any("k=3 is more than the 2 labeled case(s)" in r.getMessage() for r in caplog.records)
+            assert "k = 3 (`study.knn_k`) is more than the 2 labeled cases" in report.read_text()
         results = pd.read_csv(tmp_path / evaluation / "results.csv")
         assert {"target", "prediction", "correct", "prob_0", "prob_1"} <= set(results["metric"])
         text = report.read_text()
@@ -200,3 +209,93 @@ def test_fraction_budgets_count_cases_of_the_pool(cohort, tmp_path):
     pool = manifest["splits"][0]["pool_size"]
     assert set(results["n_labeled"]) == {round(0.5 * pool)}
     assert (tmp_path / "run" / "cells" / "scratch" / "b0p5_s0_f0.csv").is_file()
+
+
+def test_a_patch_size_the_network_cannot_take_is_refused_before_any_data_is_read(cohort, tmp_path):
+    from medssl.errors import ConfigError
+
+    config = _config(cohort, tmp_path, "finetune.patch_size=[36,36]")
+    with pytest.raises(ConfigError) as info:
+        run_label_efficiency(config, tmp_path / "run")
+    message = str(info.value)
+    assert "finetune.patch_size=[36, 36]" in message and "multiple of 32" in message
+    assert "[32, 32] or [64, 64]" in message and "resnet10_tiny" in message
+    assert not (tmp_path / "cache").exists()  # refused up front, nothing preprocessed
+
+
+def test_a_segmentation_table_without_a_class_column_is_split_unstratified_and_says_so(cohort, tmp_path, caplog):
+    no_label = cohort.parent / "labels_without_class.csv"  # beside the images its paths start from
+    pd.read_csv(cohort).drop(columns=["label"]).to_csv(no_label, index=False)
+    config = _config(no_label, tmp_path, "study.budgets=[2]", "study.seeds=[0]", "finetune.steps=1")
+    assert config.study.stratify_column == "auto"
+    with caplog.at_level("INFO"):
+        results = run_label_efficiency(config, tmp_path / "run")
+    assert len(results)
+    stratify = [r for r in caplog.records if "stratif" in r.getMessage()]
+    assert stratify and all(r.levelname == "INFO" for r in stratify)
+    assert any("has no 'label' column, so splits are not stratified" in r.getMessage() for r in stratify)
+
+
+def test_medssl_study_prints_the_table_and_the_warnings(cohort, tmp_path, capsys):
+    from medssl.cli import main
+
+    overrides = BASE + [f"study.labels={cohort}", f"data.cache_dir={tmp_path / 'cache'}", "finetune.steps=1",
+                        "study.seeds=[0]"]
+    assert main(["study", "--run-dir", str(tmp_path / "run"), *overrides]) == 0
+    out = capsys.readouterr().out
+    assert "dice: mean ± sd over seeds [95% bootstrap CI]" in out and "2 cases" in out and "4 cases" in out
+    assert "report: " in out and "report.html" in out
+
+
+def test_four_arms_inits_crossed_with_semi_supervised_methods(cohort, pretrained, tmp_path):
+    """scratch, pretrained, scratch+fixmatch, pretrained+fixmatch: same labeled cases, unlabeled pool
+    outside them and outside the test set, costs recorded and reported."""
+    inits = f"study.inits={{scratch: null, pretrained: {pretrained}}}"
+    config = _config(cohort, tmp_path, inits, "study.semi=[none, fixmatch]", "study.seeds=[0]",
+                     "finetune.semi.threshold=0.5")
+    report = run_study_from_config(config, tmp_path / "arms")
+    results = pd.read_csv(tmp_path / "arms" / "results.csv")
+    assert set(results["init"]) == {"scratch", "pretrained", "scratch+fixmatch", "pretrained+fixmatch"}
+    cells = tmp_path / "arms" / "cells"
+    for path in (cells / "scratch+fixmatch").glob("*.json"):
+        semi = json.loads(path.read_text())
+        plain = json.loads((cells / "scratch" / path.name).read_text())
+        assert semi["train_ids"] == plain["train_ids"] and semi["cell_seed"] == plain["cell_seed"]
+        assert semi["semi"] == "fixmatch" and semi["n_unlabeled"] > 0
+        assert semi["history"]["forward_items"] > plain["history"]["forward_items"]
+        manifest = json.loads((tmp_path / "arms" / "manifest.json").read_text())
+        test = set(manifest["splits"][0]["test"])
+        assert semi["n_unlabeled"] == manifest["splits"][0]["pool_size"] - len(semi["train_ids"])
+        assert not test & set(semi["train_ids"])
+    text = report.read_text()
+    assert "What each arm cost" in text and "scratch+fixmatch" in text
+    assert "pretrained+fixmatch" in pd.read_csv(tmp_path / "arms" / "summary.csv")["init"].tolist()
+
+
+def test_semi_supervised_cells_add_an_unlabeled_archive_without_test_patients(cohort, tmp_path):
+    """study.unlabeled: a manifest of further volumes. Labeled images are not counted twice and no
+    test patient's volume reaches the unlabeled pool."""
+    import shutil
+
+    from medssl.data.manifest import write_manifest
+
+    archive = tmp_path / "archive"
+    shutil.copytree(cohort.parent / "images", archive)  # the labeled cases' own images ...
+    for i in range(3):                                   # ... and three volumes nobody annotated
+        shutil.copy(cohort.parent / "images" / "case00.nii.gz", archive / f"extra{i}.nii.gz")
+    write_manifest(archive, tmp_path / "manifest.csv", progress=False)
+    labels = pd.read_csv(cohort)
+    labels["image"] = [str(archive / p.split("/")[-1]) for p in labels["image"]]
+    labels["mask"] = [str(cohort.parent / p) for p in labels["mask"]]
+    table = tmp_path / "labels.csv"
+    labels.to_csv(table, index=False)
+    config = load_config(None, BASE + [
+        f"study.labels={table}", f"data.cache_dir={tmp_path / 'cache'}", "study.semi=[fixmatch]",
+        "study.seeds=[0]", "study.budgets=[2]", f"study.unlabeled={tmp_path / 'manifest.csv'}",
+        "finetune.steps=2", "data.modalities=null",
+    ])
+    run_label_efficiency(config, tmp_path / "run")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "run" / "cells" / "scratch+fixmatch").glob("*.json")]
+    pool = manifest["splits"][0]["pool_size"]
+    assert record["n_unlabeled"] == pool - 2 + 3

@@ -154,6 +154,12 @@ class ResNetEncoder(Encoder):
                                                 depth=depth, widths=widths)
         self.feature_channels = feature_channels(depth, widths)
 
+    @property
+    def input_multiple(self) -> int:
+        """32: the stem (stride 2), the max-pool and three stride-2 stages; FlexibleUNet's decoder
+        concatenates the skips, so a size that halves unevenly fails (e.g. 36 -> 18 -> 9 -> 5)."""
+        return 32
+
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         self.check_input(x)
         return list(self.encoder(x))

@@ -57,6 +57,11 @@ class SegResNetEncoder(Encoder):
         self.down_layers = network.down_layers
         self.feature_channels = [int(init_filters) * 2**i for i in range(len(blocks_down))]
 
+    @property
+    def input_multiple(self) -> int:
+        """``2 ** (stages - 1)``: one stride-2 convolution per stage after the first."""
+        return 2 ** (len(self.down_layers) - 1)
+
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         self.check_input(x)
         x = self.convInit(x)

@@ -74,6 +74,11 @@ class SwinEncoder(Encoder):
         self.patch_size = int(patch_size)
         self.feature_channels = [int(feature_size) * 2**i for i in range(5)]
 
+    @property
+    def input_multiple(self) -> int:
+        """``patch_size * 2**4``: the patch embedding and four patch-merging stages."""
+        return self.patch_size * 2**4
+
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         self.check_input(x)
         multiple = self.patch_size * 2**4

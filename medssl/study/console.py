@@ -1,0 +1,55 @@
+"""The study's result as text for a terminal: what ``medssl study`` and the pipeline scripts print.
+
+:func:`study_table_text` reads a finished run folder (``summary.csv``, ``results.csv``,
+``manifest.json``) and gives the init x budget table of the headline metric, the differences to
+the baseline, and the warnings a reader must not miss (the baseline does not rise with labels, a
+class never predicted where present; :mod:`medssl.study.findings`).
+
+Example::
+
+    print(study_table_text("runs/study", "dice"))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+
+def _plain(text: str) -> str:
+    """Markdown emphasis and code marks dropped for a terminal."""
+    return re.sub(r"\*\*|`", "", text)
+
+
+def study_table_text(run_dir: str | os.PathLike, metric: str, baseline: str = "scratch") -> str:
+    """The headline table, the difference table and the warnings of the study in ``run_dir``."""
+    from medssl.study.findings import labels_matter_warning, never_predicted_warning
+    from medssl.study.report import difference_table, performance_table, read_results
+
+    run_dir = Path(run_dir)
+    summary = pd.read_csv(run_dir / "summary.csv")
+    if metric not in set(summary["metric"]):
+        metric = summary["metric"].iloc[0]
+    table = summary[summary["metric"] == metric]
+    lines = [f"{metric}: mean ± sd over seeds [95% bootstrap CI]", performance_table(table, metric).to_string(index=False)]
+    if baseline in set(table["init"]) and table["init"].nunique() > 1:
+        lines += ["", f"difference to {baseline} [paired 95% CI] (* excludes zero)",
+                  difference_table(table, metric, baseline).to_string(index=False)]
+    config: dict = {}
+    manifest_path = run_dir / "manifest.json"
+    if manifest_path.is_file():
+        config = json.loads(manifest_path.read_text(encoding="utf-8")).get("config") or {}
+    results_path = run_dir / "results.csv"
+    if results_path.is_file():
+        results = read_results(results_path)
+        warnings = [never_predicted_warning(results)]
+        if (config.get("study") or {}).get("evaluation", "finetune") == "finetune":
+            warnings.insert(0, labels_matter_warning(results, metric, baseline=baseline,
+                                                     steps=(config.get("finetune") or {}).get("steps")))
+        lines += ["\n" + _plain(w) for w in warnings if w]
+    lines += ["", f"report: {run_dir / 'report.md'} and {run_dir / 'report.html'}"]
+    return "\n".join(lines)
