@@ -62,7 +62,7 @@ class LabeledData:
         return [self.cases[c] for c in case_ids]
 
     def entries_for(self, case_ids: list[str]) -> pd.DataFrame:
-        """Rows for :class:`medssl.data.datasets.LabeledPatchDataset` (``path``, ``mask``, ``label``...)."""
+        """Rows for :class:`medssl.data.labeled_patches.LabeledPatchDataset` (``path``, ``mask``, ``label``...)."""
         index = self.entries.set_index("case_id")
         return index.loc[list(case_ids)].reset_index()
 

@@ -7,7 +7,7 @@ train on (and to validate and test on), an initialisation (``scratch`` or an exp
 
 * ``study.evaluation: finetune``, ``finetune.task: segmentation``: builds the segmentation network
   (:func:`~medssl.eval.networks.build_finetune_model`), trains it on random labeled patches
-  (:class:`medssl.data.datasets.LabeledPatchDataset`, positive centres with probability
+  (:class:`medssl.data.labeled_patches.LabeledPatchDataset`, positive centres with probability
   ``pos_fraction``, balanced over the classes with ``class_balanced``, flips/small
   rotations/scaling when ``augment``), predicts each test volume by
   sliding window and scores Dice, HD95 and surface Dice per case;

@@ -2,7 +2,7 @@
 
 Segmentation (:func:`finetune_segmentation`): the network from
 :func:`medssl.eval.networks.build_finetune_model` is trained on random patches (a dataset yielding
-``{"image": (C, *patch), "mask": (1, *patch)}``, such as :class:`medssl.data.datasets.LabeledPatchDataset`
+``{"image": (C, *patch), "mask": (1, *patch)}``, such as :class:`medssl.data.labeled_patches.LabeledPatchDataset`
 with its positive/negative centre ratio) with MONAI's ``DiceCELoss`` (soft Dice over the foreground
 classes, computed over the whole batch, plus cross-entropy over all classes; softmax outputs), for
 ``steps`` optimiser steps. Whole volumes are then predicted by sliding window
