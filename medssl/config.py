@@ -68,6 +68,9 @@ class PreprocessConfig(Section):
 class DataConfig(Section):
     """Where the images are: a manifest (CSV or Parquet, from ``medssl manifest``) or a root folder.
 
+    ``exclude``: a labels table (CSV or Parquet, ``study.labels``): every volume of its patients
+    (matched by ``patient_key`` or by ``image`` path) is left out of pretraining, so the encoder never
+    sees the scans a study fine-tunes and scores on.
     ``samples_per_volume`` is how many items (each a set of views) one volume gives per epoch;
     ``worker_threads`` caps torch's threads in each loader worker so that workers do not fight the
     model for the same cores.
@@ -75,6 +78,7 @@ class DataConfig(Section):
 
     manifest: str | None = None
     root: str | None = None
+    exclude: str | None = None
     cache_dir: str | None = None
     modalities: list[str] | None = None
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)

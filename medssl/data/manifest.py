@@ -21,10 +21,13 @@ column                    meaning
 ``patient_key`` ...       ``study_key``, ``series_key``: salted pseudonyms (:mod:`medssl.io.deid`)
 ``modality`` ...          ``sop_class``, ``body_part``, ``series_description``, ``manufacturer``,
                           ``manufacturer_model``, ``magnetic_field_strength``, ``kvp``,
-                          ``slice_thickness``, ``photometric``, ``transfer_syntax``
+                          ``slice_thickness``, ``echo_time``, ``photometric``, ``transfer_syntax``
 ``channels``, ``shape_*``  the ``(C, X, Y, Z)`` a load gives (after reorientation to RAS+)
 ``spacing_*``             voxel size in mm along X, Y, Z; ``orientation``: axis codes (``RAS``)
 ``gantry_tilt_deg``       tilt of a sheared CT stack (0 otherwise)
+``spacing_known``         False when the pixel spacing was unknown (PixelSpacing ``0\\0``) and
+                          1 mm assumed; ``reason`` says what the header held
+``echo_number``           the echo of one row of a multi-echo series (``echo_time`` is its TE)
 ``n_files``, ``size_bytes``, ``n_frames``, ``salt_id``   counts and the salt's fingerprint
 ========================  ====================================================================
 

@@ -6,7 +6,8 @@ The orchestration, in order (every process of a torchrun job runs it; only rank 
    :func:`medssl.data.manifest.load_manifest`; relative paths are taken relative to ``data.root``,
    or to the manifest's folder when no root is set), else a scan of ``data.root``
    (:func:`medssl.data.manifest.build_manifest`); rows whose status is not ``ok`` and modalities
-   not in ``data.modalities`` are left out;
+   not in ``data.modalities`` are left out, and with ``data.exclude`` (a labels table) every volume
+   of its patients (:func:`medssl.data.unlabeled.exclude_labeled_patients`);
 2. the preprocessing cache (``data.cache_dir``, default ``run_dir/cache``), warmed by local rank 0
    with ``data.num_workers`` processes; volumes that fail to preprocess are logged and skipped;
 3. ``seed_everything(seed)``, the encoder (:func:`medssl.models.build_encoder`) and the method
@@ -52,6 +53,7 @@ from medssl.engine.checkpoint import config_hash
 from medssl.engine.distributed import DistributedContext, barrier, broadcast_object, cleanup, init_distributed
 from medssl.engine.environment import environment_info, write_environment
 from medssl.engine.metrics_log import METRICS_FILE
+from medssl.engine.modality_checks import log_modality_choices
 from medssl.engine.trainer import CHECKPOINT_DIR, LAST_CHECKPOINT, Trainer
 from medssl.errors import ConfigError, DataError
 from medssl.utils.atomic import atomic_write_text
@@ -107,6 +109,12 @@ def resolve_entries(config: Config, entries: Any = None) -> tuple["Any", Path | 
     except DataError as exc:
         where = data.manifest or data.root or "the entries passed in"
         raise DataError(f"{where}: {exc}") from exc
+    if data.exclude:
+        from medssl.data.unlabeled import exclude_labeled_patients
+
+        if "patient_key" not in table.columns:
+            raise DataError("data.exclude needs the manifest's patient_key column (a manifest from `medssl manifest`)")
+        table = exclude_labeled_patients(table, root, data.exclude)
     return table, root
 
 
@@ -286,6 +294,8 @@ def run_pretraining(
 
         check_spatial_dims(config)
         table, root = resolve_entries(config, entries)
+        if ctx.is_main:
+            log_modality_choices(config, table)
         data_cfg = config.data.model_copy(update={"root": str(root) if root else None})
         from medssl.data.cache import PreprocessedCache
         from medssl.data.datasets import build_pretrain_dataset

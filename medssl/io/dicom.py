@@ -240,7 +240,13 @@ def read_plan(plan: VolumePlan, *, reorient: bool = True) -> Volume:
 
     def decoded(file_index: int) -> np.ndarray:
         header = plan.headers[file_index]
-        frames = decode_frames(read_dataset(header.path), header.path, frame_rescale=header.frame_rescale)
+        try:
+            frames = decode_frames(read_dataset(header.path), header.path, frame_rescale=header.frame_rescale)
+        except (VolumeReadError, KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:  # pydicom converts elements lazily: a damaged one raises here
+            cause = " ".join(str(exc).split())
+            raise VolumeReadError(header.path, f"the file cannot be read ({type(exc).__name__}{': ' + cause if cause else ''})") from exc
         if header.mosaic is not None:
             count, tile_rows, tile_columns = header.mosaic
             side = int(np.ceil(np.sqrt(count)))

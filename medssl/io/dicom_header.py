@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Container
@@ -259,7 +260,7 @@ def _enhanced_frames(dataset: pydicom.Dataset, n_frames: int, rows: int, columns
         position = _tuple(_functional(dataset, frame, "PlanePositionSequence", "ImagePositionPatient"), 3)
         orientation = _tuple(_functional(dataset, frame, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
         spacing = _tuple(_functional(dataset, frame, "PixelMeasuresSequence", "PixelSpacing"), 2)
-        if spacing is not None and not all(np.isfinite(v) and v > 0 for v in spacing):
+        if spacing is not None and not all(math.isfinite(v) and v > 0 for v in spacing):
             spacing = None
         planes.append(PlaneGeometry(position, orientation, spacing, rows, columns))  # type: ignore[arg-type]
         slope = _functional(dataset, frame, "PixelValueTransformationSequence", "RescaleSlope")
@@ -287,7 +288,7 @@ def _usable_spacing(header: DicomHeader, keyword: str, spacing: tuple[float, ...
     ``spacing_issue`` says what was found (PixelSpacing ``0\\0`` is common in CR exports)."""
     if spacing is None:
         return None
-    if all(np.isfinite(v) and v > 0 for v in spacing):
+    if all(math.isfinite(v) and v > 0 for v in spacing):
         return spacing  # type: ignore[return-value]
     shown = "\\".join(f"{v:g}" for v in spacing)
     header.spacing_issue = (header.spacing_issue + "; " if header.spacing_issue else "") + f"{keyword} is {shown}"
@@ -452,7 +453,9 @@ def _read_header(
     header.echo_number = int(echo_number) if isinstance(echo_number, (int, float)) else None
     header.echo_time = float(echo_time) if isinstance(echo_time, (int, float)) else None
     try:
-        if header.n_frames == 1 and is_mosaic(values("ImageType")) and _fill_mosaic(header, values, dataset):
+        image_type = values.raw("ImageType") or b""
+        if header.n_frames == 1 and b"MOSAIC" in image_type.upper() and is_mosaic(values("ImageType")) \
+                and _fill_mosaic(header, values, dataset):
             return header
         _fill_frames(header, values, dataset)
     except VolumeReadError as exc:

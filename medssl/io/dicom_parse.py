@@ -271,6 +271,7 @@ def names_transfer_syntax(uid: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=256)
 def is_damaged_syntax(uid: str | None) -> bool:
     """A transfer syntax UID that is neither a standard one nor private (a damaged file meta group)."""
     if not uid:

@@ -194,6 +194,8 @@ def _pydicom_raw(path: str, wanted: set[int], sequences: set[int]) -> tuple[RawH
     """Read with pydicom (stop before pixels) and express the result as a :class:`RawHeader`."""
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
+        if size == 0:  # the fast walker returned None for it (shorter than a preamble)
+            raise EmptyFileError(path, "empty file (0 bytes)", hint="an interrupted copy? copy it again")
         head = handle.read(132)
         handle.seek(0)
         has_preamble = head[128:132] == b"DICM"
@@ -237,8 +239,6 @@ def read_raw(path: str, wanted: set[int], sequences: set[int] = frozenset()) -> 
         VolumeReadError: the file cannot be opened, or its header cannot be parsed.
     """
     try:
-        if os.stat(path).st_size == 0:
-            raise EmptyFileError(path, "empty file (0 bytes)", hint="an interrupted copy? copy it again")
         raw = scan_raw_header(path, wanted, sequences)
         if raw is not None and not raw.sequences:
             return raw, None

@@ -59,6 +59,8 @@ class ReadLimits:
 
     def resolved(self) -> "ReadLimits":
         """Both limits as numbers (arguments, else environment, else defaults)."""
+        if self.max_voxels is not None and self.max_bytes is not None:
+            return self
         return ReadLimits(
             self.max_voxels if self.max_voxels is not None else _from_env(VOXELS_ENV, DEFAULT_MAX_VOXELS),
             self.max_bytes if self.max_bytes is not None else _from_env(BYTES_ENV, DEFAULT_MAX_BYTES),
@@ -68,6 +70,8 @@ class ReadLimits:
         """Why a volume of ``voxels`` voxels and ``stored_bytes`` decompressed bytes is refused, or
         ``None`` when it is within both limits."""
         limits = self.resolved()
+        if voxels <= limits.max_voxels and stored_bytes <= limits.max_bytes:  # type: ignore[operator]
+            return None  # the common case, kept cheap: a scan asks once per file
         described = (" x ".join(str(int(s)) for s in shape) + " = ") if shape is not None else ""
         if voxels > limits.max_voxels:  # type: ignore[operator]
             return (f"{described}{voxels} voxels exceed the limit of {limits.max_voxels} "

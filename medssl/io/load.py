@@ -54,6 +54,10 @@ def _log_locations(path: str | os.PathLike | Sequence[str | os.PathLike], token:
     """The locations a log record might quote during a load (file, folder, files of a list)."""
     paths = [os.fspath(path)] if isinstance(path, (str, os.PathLike)) else [os.fspath(p) for p in path]
     locations: dict[str, str] = {}
+    if len(paths) == 1 and os.path.isdir(paths[0]):  # a folder: its sub-folders name series (and patients)
+        for folder, _, _ in os.walk(paths[0]):
+            if folder != paths[0]:
+                locations[folder] = locations[os.path.abspath(folder)] = token
     for item in paths:
         locations[item] = token
         locations[os.path.abspath(item)] = token
@@ -122,13 +126,12 @@ def load_volume(
         VolumeReadError: anything that cannot be read into a trustworthy volume, naming the file and
             the reason (whatever the library underneath raised: no raw pydicom, nibabel or OS error).
     """
-    salt_bytes = deid.get_salt(salt)
     if not isinstance(path, (str, os.PathLike)) and not path:
         raise VolumeReadError("<empty list>", "no files given")
-    name = log_name or _LOG_NAME.get() or _log_name(path, salt_bytes)
+    name = log_name or _LOG_NAME.get() or _log_name(path, deid.get_salt(salt))
     with redacted_logs(_log_locations(path, name)):
         try:
-            volume = _load(path, series_uid, on_uneven, nonfinite, modality, reorient, salt_bytes, limits, name)
+            volume = _load(path, series_uid, on_uneven, nonfinite, modality, reorient, salt, limits, name)
         except (VolumeReadError, KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
         except BaseException as exc:  # a reader's own exception (a codec's Rust panic too): VolumeReadError, naming the file

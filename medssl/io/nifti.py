@@ -199,7 +199,7 @@ def _open(path: Path, limits: ReadLimits | None = None) -> Any:
         raise VolumeReadError(path, "no such file")
     size = path.stat().st_size
     if size == 0:
-        raise VolumeReadError(path, "empty file (0 bytes)", hint="an interrupted copy? copy it again")
+        raise VolumeReadError(path, "empty file (0 bytes): an interrupted copy?", hint="copy it again")
     try:
         image = nib.load(str(path))
     except Exception as exc:  # nibabel raises many kinds

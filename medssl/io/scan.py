@@ -44,7 +44,7 @@ from medssl.errors import VolumeReadError
 from medssl.io import deid
 from medssl.io.dicom_geometry import PlaneGeometry
 from medssl.io.dicom_header import DicomHeader, read_header
-from medssl.io.dicom_raw import NotDicomError
+from medssl.io.dicom_raw import EmptyFileError, NotDicomError
 from medssl.io.limits import ReadLimits, as_limits
 from medssl.io.nifti import is_nifti_path, nifti_summary
 from medssl.io.redaction import (
@@ -188,14 +188,6 @@ def _looks_like_image_name(rel: str) -> bool:
 
 def _read_record(root: str, rel: str, salt: bytes, seen_series: set[str] | None, limits: ReadLimits | None = None) -> FileRecord:
     path = os.path.join(root, rel)
-    try:
-        empty = os.stat(path).st_size == 0
-    except OSError as exc:
-        return FileRecord(rel, "error", reason=f"cannot open the file ({exc.strerror or type(exc).__name__})")
-    if empty:
-        if _looks_like_image_name(rel):
-            return FileRecord(rel, "error", reason="empty file (0 bytes): an interrupted copy?")
-        return FileRecord(rel, "skipped", reason="empty file (0 bytes), not a DICOM or NIfTI file")
     if is_nifti_path(rel):
         try:
             return FileRecord(rel, "nifti", nifti=nifti_summary(path, limits))
@@ -205,6 +197,10 @@ def _read_record(root: str, rel: str, salt: bytes, seen_series: set[str] | None,
             return FileRecord(rel, "error", reason=f"unexpected {type(exc).__name__}: {exc}")
     try:
         header = read_header(path, salt, known_series=seen_series or (), limits=limits)
+    except EmptyFileError:
+        if _looks_like_image_name(rel):
+            return FileRecord(rel, "error", reason="empty file (0 bytes): an interrupted copy?")
+        return FileRecord(rel, "skipped", reason="empty file (0 bytes), not a DICOM or NIfTI file")
     except NotDicomError:
         return FileRecord(rel, "skipped", reason="not a DICOM or NIfTI file")
     except VolumeReadError as exc:

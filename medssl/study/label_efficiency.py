@@ -51,6 +51,7 @@ from medssl.errors import ConfigError, DataError
 from medssl.eval.data import PATIENT, LabeledData, load_labeled_data, resolve_stratify_column
 from medssl.eval.experiment import scratch_encoder_config, train_and_evaluate, whole_volume_features
 from medssl.eval.networks import check_patch_size, is_scratch
+from medssl.study.overlays import SLICES_SUFFIX, overlay_cell, overlay_slices, save_slices
 from medssl.study.run_record import collect_environment, now_iso, write_run_record
 from medssl.study.summary import RESULT_COLUMNS
 from medssl.utils.atomic import atomic_write, atomic_write_text
@@ -305,6 +306,7 @@ def run_label_efficiency(
     write_run_record(run_dir / "manifest.json", manifest)
 
     features: dict[str, dict] = {}
+    segmentation = config.finetune.task == "segmentation" and study.evaluation == "finetune"
     frames, computed = [], 0
     for number, plan in enumerate(plans, start=1):
         key = _cell_key(base_key, plan, init_prints[plan.init])
@@ -316,11 +318,17 @@ def run_label_efficiency(
         init_path = study.inits[plan.init]
         if study.evaluation != "finetune" and plan.init not in features:
             features[plan.init] = whole_volume_features(config, data, init_path, encoder_config)
+        pictures = segmentation and overlay_cell(plan, study.budgets, study.seeds)
         outcome = train_and_evaluate(arm_config(config, plan.semi), data, init_path, train_ids=plan.train_ids,
                                      test_ids=plan.test_ids, val_ids=plan.val_ids, seed=seed,
                                      encoder_config=encoder_config, features=features.get(plan.init),
                                      unlabeled_ids=plan.unlabeled_ids,
-                                     unlabeled_entries=archive.get(plan.fold) if plan.semi != "none" else None)
+                                     unlabeled_entries=archive.get(plan.fold) if plan.semi != "none" else None,
+                                     keep_model=pictures)
+        if pictures and outcome.model is not None:  # one slice per test case for the report's overlays
+            save_slices(_cell_paths(run_dir, plan)[0].with_suffix(SLICES_SUFFIX),
+                        overlay_slices(outcome.model, data.subset(list(plan.test_ids)), config.finetune))
+            outcome.model = None
         long = to_long(outcome.per_case, plan)
         record = dict(outcome.record, cell_key=key, init=plan.init, arm=plan.arm, semi=plan.semi,
                       budget=plan.budget, seed=plan.seed, fold=plan.fold, cell_seed=seed,
@@ -394,13 +402,16 @@ def arm_costs(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 def run_study_from_config(config: Config, run_dir: str | os.PathLike, *, resume: bool = True) -> Path:
     """Run the study of ``config`` in ``run_dir`` and write its report; returns ``report.md``."""
-    from medssl.study.report import write_report
+    from medssl.study.overlays import write_overlays
+    from medssl.study.report import class_label_of, write_report
 
     run_dir = Path(run_dir)
     results = run_label_efficiency(config, run_dir, resume=resume)
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     metric = config.study.metric
+    overlays = write_overlays(run_dir, results, metric if metric in set(results["metric"]) else "dice",
+                              class_label=class_label_of(manifest))
     files = write_report(results, run_dir, primary=metric, baseline=config.study.baseline, manifest=manifest,
                          n_resamples=config.study.bootstrap, level=config.study.level, seed=config.seed,
-                         resample_seeds=config.study.bootstrap_seeds, costs=arm_costs(run_dir))
+                         resample_seeds=config.study.bootstrap_seeds, costs=arm_costs(run_dir), overlays=overlays)
     return files.markdown

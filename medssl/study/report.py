@@ -277,6 +277,11 @@ def _mask_labels(manifest: dict[str, Any] | None) -> list[int] | None:
 _VERSIONS = ("medssl", "torch", "monai", "numpy", "pandas", "scikit-learn")
 
 
+def class_label_of(manifest: dict[str, Any] | None):
+    """``k -> "liver (mask 1)"``: class names of a study from its manifest (finetune.mask_labels, class_names)."""
+    return _class_label(manifest)
+
+
 def _class_label(manifest: dict[str, Any] | None):
     mask_labels, names = _mask_labels(manifest), _class_names(manifest)
     return lambda k: _class_column(k, mask_labels, names)
@@ -399,6 +404,7 @@ def write_report(
     resample_seeds: bool = True,
     title: str = "Label-efficiency study",
     costs: pd.DataFrame | None = None,
+    overlays: Sequence[tuple[str, Path]] = (),
 ) -> ReportFiles:
     """Write ``results.csv``, ``summary.csv``, plots, ``report.md`` and ``report.html`` into ``out_dir``.
 
@@ -461,6 +467,13 @@ def write_report(
         plot_paths += [curve, boxes]
 
     blocks += _classification_blocks(results, manifest)
+    if overlays:
+        blocks.append(_Heading("Predictions on test cases", 2))
+        blocks.append(_Paragraph("The best, median and worst test cases by the primary metric (averaged over the "
+                                 "arms): one axial slice (the one with the most ground truth), the ground truth and "
+                                 "each arm's prediction; the patient's right on the viewer's left. The PNGs are in "
+                                 "`overlays/`."))
+        blocks += [_Image(Path(path), caption) for caption, path in overlays]
     if costs is not None and not costs.empty:
         blocks.append(_Heading("What each arm cost", 2))
         blocks.append(_Paragraph("Per cell (one fine-tuning run), mean over seeds: wall-clock seconds of training and "

@@ -69,3 +69,17 @@ def test_warming_the_cache_and_skipping_volumes_logs_no_path(tmp_path, caplog):
     assert any("cannot preprocess" in r.getMessage() and broken in r.getMessage() for r in caplog.records)
     assert any("replaced 4 NaN" in r.getMessage() and "volume-" in r.getMessage() for r in caplog.records)
     assert _leaks(caplog.records, tmp_path) == []
+
+
+def test_resampling_a_series_in_a_nested_folder_logs_no_folder_name(tmp_path, caplog):
+    from tests.io.helpers import random_ct
+    from medssl.io.dicom_write import write_dicom_series
+
+    folder = tmp_path / "export" / PATIENT / "CT_CHEST"
+    files = write_dicom_series(random_ct((6, 6, 5), np.diag([1.0, 1.0, 2.0, 1.0])), folder)
+    files[2].unlink()  # a missing slice: the load resamples and logs it
+    with caplog.at_level(logging.INFO, logger="medssl"):
+        volume = load_volume(tmp_path / "export", on_uneven="resample", salt="s")
+    assert volume.meta["resampled_slices"] is True
+    assert any("resampled" in r.getMessage() for r in caplog.records)
+    assert _leaks(caplog.records, tmp_path) == [] and not any("CT_CHEST" in r.getMessage() for r in caplog.records)

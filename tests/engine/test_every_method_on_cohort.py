@@ -175,8 +175,11 @@ SHIPPED = sorted(PRETRAIN_CONFIGS.glob("*.yaml")) + sorted((ROOT / "configs").gl
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_shipped_config_validates(path):
     config = load_config(path)
-    if path.parent == PRETRAIN_CONFIGS:  # named after its method, whose arguments it sets
-        assert config.pretrain.method == path.stem and path.stem in list_methods()
+    if path.parent == PRETRAIN_CONFIGS:  # named after its method (<method>_mr: its MR variant)
+        method_name = path.stem.removesuffix("_mr")
+        assert config.pretrain.method == method_name and method_name in list_methods()
+        if path.stem.endswith("_mr"):
+            assert config.data.modalities == ["MR"] and config.pretrain.augmentation.preset == "mr"
         method = build_method_from_config(config)
         assert method.encoder.spatial_dims == len(config.pretrain.augmentation.patch_size)
     assert set(config.demo.methods) <= set(list_methods())

@@ -44,6 +44,8 @@ def test_every_load_of_a_corrupted_file_succeeds_or_raises_volume_read_error(cor
             except VolumeReadError as exc:  # NotAnImageError is one too
                 assert path.name in str(exc), str(exc)
                 assert exc.reason.strip(), f"{path.name}: an error without a cause"
+                # the reader knew what failed (not only load_volume's safety net for unknown exceptions)
+                assert not exc.reason.startswith("unexpected"), str(exc)
                 outcomes["refused"] += 1
                 continue
         assert volume.array.ndim == 4 and volume.array.size > 0

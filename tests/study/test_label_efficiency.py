@@ -133,8 +133,19 @@ def test_report_files_hold_the_expected_tables(cohort, pretrained, tmp_path):
     assert "![Dice against labeled cases](plots/dice_vs_labels.png)" in text
     assert all((run / "plots" / f"{m}_{kind}.png").stat().st_size > 1000
                for m in ("dice", "hd95") for kind in ("vs_labels", "per_case"))
+    # overlays: the cells of the largest budget and first seed kept one slice per test case ...
+    kept = sorted(p.relative_to(run / "cells").as_posix() for p in (run / "cells").rglob("*.slices.npz"))
+    assert kept == ["scratch/b4_s0_f0.slices.npz", "ssl/b4_s0_f0.slices.npz"]
+    # ... drawn for the best, median and worst test cases: image, ground truth, each arm
+    overlays = sorted((run / "overlays").glob("*.png"))
+    assert [p.name.split("_")[0] for p in overlays] == ["best", "median", "worst"]
+    import matplotlib.image
+
+    picture = matplotlib.image.imread(overlays[0])
+    assert picture.shape[1] > 3 * picture.shape[0] / 2  # a row of 4 panels
+    assert "## Predictions on test cases" in text and "![Best test case" in text
     html = (run / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "<table" in html and "src='plots/" not in html
+    assert html.count("data:image/png;base64,") == 4 + 3 and "<table" in html and "src='plots/" not in html
     summary = pd.read_csv(run / "summary.csv")
     assert {"metric", "init", "n_labeled", "mean", "sd", "ci_low", "ci_high", "diff", "diff_low",
             "diff_high"} <= set(summary.columns)
