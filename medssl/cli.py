@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,6 +22,10 @@ from typing import Callable, Sequence
 from medssl.errors import MedsslError
 
 log = logging.getLogger("medssl.cli")
+
+#: Sub-commands that train or evaluate with torch: their intra-op threads are set from the cores
+#: available (:func:`medssl.utils.threads.configure_intra_op_threads`).
+TORCH_COMMANDS = frozenset({"demo", "pretrain", "finetune", "study"})
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +104,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir or config.run_dir or "runs/pretrain")
     result = run_pretraining(config, run_dir, resume=args.resume)
-    print(f"pretraining finished: encoder at {result.encoder_path}, metrics at {result.metrics_path}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary for the job
+        print(result.summary())
     return 0
 
 
@@ -213,9 +219,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        if args.command in TORCH_COMMANDS:
+            from medssl.utils.threads import configure_intra_op_threads
+
+            configure_intra_op_threads()
         return handler(args)
     except MedsslError as exc:
         print(f"medssl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        from medssl.errors import is_disk_full
+
+        if not is_disk_full(exc):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"medssl {args.command}: error: disk full{where} ({exc.strerror}); files written before are kept: "
+              "free space or choose another folder and run again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"medssl {args.command}: interrupted", file=sys.stderr)

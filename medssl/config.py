@@ -14,19 +14,68 @@ from __future__ import annotations
 
 import copy
 import os
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from medssl.errors import ConfigError
 
 
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field's type takes ``True``/``False`` as such (``bool``, ``Any``, a union or literal
+    with a bool, a model)."""
+    if annotation is bool or annotation is Any or annotation is object:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return any(isinstance(arg, bool) for arg in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return any(_admits_bool(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+def _bool_where_number(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` puts a bool where ``annotation`` wants a number (also inside lists/tuples).
+
+    Pydantic's lax mode reads ``True`` as 1 for an ``int`` or ``float`` field, so
+    ``pretrain.steps=true`` would train one step; YAML also reads ``yes``/``on`` as booleans.
+    """
+    if isinstance(value, bool):
+        return not _admits_bool(annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return len(members) == 1 and _bool_where_number(members[0], value)
+    if origin in (list, tuple, set, frozenset) and isinstance(value, (list, tuple)):
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        if not args:
+            return False
+        if origin is tuple and len(args) == len(value) and len(typing.get_args(annotation)) == len(value):
+            return any(_bool_where_number(a, v) for a, v in zip(args, value))
+        return any(_bool_where_number(args[0], v) for v in value)
+    return False
+
+
 class Section(BaseModel):
-    """Base of every config section: unknown keys are refused, values are validated on assignment."""
+    """Base of every config section: unknown keys are refused, values are validated on assignment,
+    and a boolean is never read as a number (``steps: true`` is an error, not one step)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name) if info.field_name else None
+        if field is not None and _bool_where_number(field.annotation, value):
+            raise ValueError(f"expected a number, got the boolean {value!r} (YAML reads true/false/yes/no/on/off "
+                             "as booleans)")
+        return value
 
 
 class PreprocessConfig(Section):

@@ -62,3 +62,49 @@ class CheckpointError(MedsslError):
 
 class TrainingDivergedError(MedsslError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RunError(MedsslError):
+    """A run folder that cannot be used: not writable, or held by another live run (its lock)."""
+
+
+class DiskFullError(MedsslError):
+    """A write failed because the disk (or the user's quota) is full; names the file and its folder.
+
+    The file that was being replaced is left as it was (atomic writes), so nothing already written is
+    lost; free space on that disk, or point the run at another folder, and run again (or resume).
+
+    Attributes:
+        path: the file whose write failed.
+        what: what was being written, in plain words (``"a checkpoint"``, ``"the preprocessing cache"``).
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str = "a file", hint: str | None = None,
+                 folder: str | os.PathLike | None = None):
+        self.path = str(path)
+        self.what = what
+        self.hint = hint
+        self.folder = str(folder) if folder is not None else (os.path.dirname(self.path) or ".")
+        message = f"disk full: no space left in folder {self.folder} to write {what}"
+        if self.path != self.folder:
+            message += f" ({self.path})"
+        message += f"; {hint}" if hint else "; the previous file is kept: free space on that disk and run again"
+        super().__init__(message)
+
+    def __reduce__(self):  # picklable across worker processes
+        return (type(self), (self.path, self.what, self.hint, self.folder))
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is an ``OSError`` for a full disk/quota."""
+    import errno
+
+    codes = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in codes:
+            return True
+        current = current.__cause__ or current.__context__
+    return False

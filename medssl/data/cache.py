@@ -66,13 +66,14 @@ import numpy as np
 from medssl.config import PreprocessConfig
 from medssl.data.cache_requests import (
     CacheRequest,
+    redacted_reason,
     request_from_row,
     request_locations,
     request_name,
     requests_from_entries,
 )
-from medssl.errors import DataError, MedsslError
-from medssl.io.redaction import redact_locations
+from medssl.errors import DataError, DiskFullError, MedsslError, is_disk_full
+from medssl.io.redaction import redacted_logs
 from medssl.io.volume import Volume
 from medssl.utils.atomic import atomic_write, atomic_write_text
 from medssl.utils.provenance import SourceSpec, source_fingerprint
@@ -85,10 +86,11 @@ PREPROCESS_CODE_VERSION = 1
 
 Loader = Callable[[SourceSpec, str | None], Volume]
 
-#: ``CacheRequest``, ``request_from_row``, ``requests_from_entries`` (:mod:`medssl.data.cache_requests`) and
+#: ``CacheRequest``, ``request_from_row``, ``requests_from_entries``, ``request_name``, ``redacted_reason``
+#: (:mod:`medssl.data.cache_requests`) and
 #: ``source_fingerprint`` (:mod:`medssl.utils.provenance`) are re-exported for callers of this module.
-__all__ = ["CachedCase", "CacheRequest", "PreprocessedCache", "request_from_row", "requests_from_entries",
-           "source_fingerprint"]
+__all__ = ["CachedCase", "CacheRequest", "PreprocessedCache", "cached_case", "redacted_reason", "request_from_row",
+           "request_name", "requests_from_entries", "source_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -213,10 +215,11 @@ class PreprocessedCache:
 
     # ------------------------------------------------------------------ public API
     def get(self, image_path: SourceSpec, mask_path: str | os.PathLike | None = None,
-            series_uid: str | None = None, *, modality: str | None = None) -> CachedCase:
+            series_uid: str | None = None, *, modality: str | None = None, label: str | None = None) -> CachedCase:
         """The preprocessed case for these sources: read from the cache, or computed and stored.
 
-        ``modality`` overrides the loaded volume's (a NIfTI file carries none). Raises
+        ``modality`` overrides the loaded volume's (a NIfTI file carries none); ``label`` is how
+        preprocessing's log records name the volume (its pseudonymous ``volume_id``). Raises
         :class:`medssl.errors.VolumeReadError` when the source cannot be read and
         :class:`DataError` when a path does not exist.
         """
@@ -232,7 +235,7 @@ class PreprocessedCache:
                 case = self._open_entry(key, expect_mask=mask_path is not None, first=False)
                 if case is None:
                     self.stats["misses"] += 1
-                    self._compute(key, image_path, mask_path, series_uid, modality)
+                    self._compute(key, image_path, mask_path, series_uid, modality, label)
                     case = self._open_entry(key, expect_mask=mask_path is not None, first=False)
             if case is None:  # pragma: no cover - only if the file system lies
                 raise DataError(f"cache entry {key} in {self.cache_dir} could not be read back after writing")
@@ -244,8 +247,10 @@ class PreprocessedCache:
         return case
 
     def get_request(self, request: CacheRequest) -> CachedCase:
-        """:meth:`get` for a :class:`~medssl.data.cache_requests.CacheRequest` (a manifest row's files)."""
-        return self.get(request.image, request.mask, request.series_uid, modality=request.modality)
+        """:meth:`get` for a :class:`~medssl.data.cache_requests.CacheRequest` (a manifest row's files);
+        log records name the volume by :func:`~medssl.data.cache_requests.request_name`."""
+        return self.get(request.image, request.mask, request.series_uid, modality=request.modality,
+                        label=request_name(request))
 
     def contains(self, image_path: SourceSpec, mask_path: str | os.PathLike | None = None,
                  series_uid: str | None = None, *, modality: str | None = None) -> bool:
@@ -263,42 +268,45 @@ class PreprocessedCache:
 
         ``workers`` processes (0: in this process), started with ``mp_context`` (the platform's
         default when None: ``fork`` on Linux, cheap; ``spawn`` re-imports torch in each worker).
-        A row that fails (unreadable file) is logged and reported, never fatal. Returns a DataFrame
-        ``key, status, reason`` in row order (``status`` is ``ok`` or ``error``).
+        A row that fails (unreadable file) is logged under its pseudonymous ``volume_id`` and
+        reported, never fatal; a full disk is (:class:`~medssl.errors.DiskFullError`, naming the
+        cache folder). Returns a DataFrame ``key, status, reason, shape`` in row order (``status``
+        is ``ok`` or ``error``; ``reason`` names no location; ``shape`` is the cached spatial shape).
         """
         import pandas as pd
 
-        from medssl.utils.logging import progress_enabled
+        from medssl.utils.logging import progress_bar
 
         requests = requests_from_entries(entries, root)
-        results: list[tuple[str | None, str, str]] = [(None, "error", "not run")] * len(requests)
-        from tqdm.auto import tqdm
+        results: list[tuple[str | None, str, str, tuple[int, ...] | None]] = \
+            [(None, "error", "not run", None)] * len(requests)
+        with progress_bar(total=len(requests), desc="preprocess", unit="vol") as bar:
+            if workers and workers > 0 and len(requests) > 1:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        bar = tqdm(total=len(requests), desc="preprocess", unit="vol", disable=not progress_enabled())
-        if workers and workers > 0 and len(requests) > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            context = multiprocessing.get_context(mp_context)
-            init_args = (str(self.cache_dir), self.cfg.model_dump(mode="json"), self.fingerprint, self.loader)
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                     initializer=_warm_worker_init, initargs=init_args) as pool:
-                futures = {pool.submit(_warm_one, request): i for i, request in enumerate(requests)}
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
+                context = multiprocessing.get_context(mp_context)
+                init_args = (str(self.cache_dir), self.cfg.model_dump(mode="json"), self.fingerprint, self.loader)
+                with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                         initializer=_warm_worker_init, initargs=init_args) as pool:
+                    futures = {pool.submit(_warm_one, request): i for i, request in enumerate(requests)}
+                    try:
+                        for future in as_completed(futures):
+                            results[futures[future]] = future.result()
+                            bar.update(1)
+                    except BaseException:
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise
+            else:
+                for i, request in enumerate(requests):
+                    results[i] = _ensure(self, request)
+                    self.close()
                     bar.update(1)
-        else:
-            for i, request in enumerate(requests):
-                results[i] = _ensure(self, request)
-                self.close()
-                bar.update(1)
-        if bar:
-            bar.close()
-        failed = sum(status != "ok" for _, status, _ in results)
+        failed = sum(status != "ok" for _, status, _, _ in results)
         if failed:
             logger.warning("%d of %d volumes could not be preprocessed (see the returned table)", failed, len(results))
         return pd.DataFrame({"key": [r[0] for r in results], "status": [r[1] for r in results],
-                             "reason": [r[2] for r in results]})
+                             "reason": [r[2] for r in results], "shape": [r[3] for r in results]})
 
     def prune_temporaries(self, older_than_s: float = 3600.0) -> int:
         """Delete temporary files left by killed writes (older than ``older_than_s``); returns the count."""
@@ -318,13 +326,15 @@ class PreprocessedCache:
         loader = self.loader or _default_loader
         return loader(source, series_uid)
 
-    def _compute(self, key: str, image_path: SourceSpec, mask_path, series_uid, modality) -> None:
+    def _compute(self, key: str, image_path: SourceSpec, mask_path, series_uid, modality,
+                 label: str | None = None) -> None:
         from medssl.data.preprocess import preprocess_volume
 
         started = time.perf_counter()
         volume = self._load(image_path, series_uid)
-        if modality:
-            volume = Volume(volume.array, volume.affine, str(modality).upper(), volume.meta)
+        meta = dict(volume.meta)
+        meta["source"] = label or "<volume>"  # how preprocessing's log records name it (no path)
+        volume = Volume(volume.array, volume.affine, str(modality).upper() if modality else volume.modality, meta)
         mask = None
         if mask_path is not None:
             mask = self._load(mask_path, None)
@@ -338,11 +348,12 @@ class PreprocessedCache:
                                 f"({labels.min():g}..{labels.max():g}); store integer labels 0..255")
             mask_array = labels.astype(np.uint8)
         paths = self._paths(key)
-        with atomic_write(paths["image"], "wb") as handle:
-            np.save(handle, image_array)
-        if mask_array is not None:
-            with atomic_write(paths["mask"], "wb") as handle:
-                np.save(handle, mask_array)
+        with self._disk_full_is_fatal():
+            with atomic_write(paths["image"], "wb") as handle:
+                np.save(handle, image_array)
+            if mask_array is not None:
+                with atomic_write(paths["mask"], "wb") as handle:
+                    np.save(handle, mask_array)
         sidecar = {
             "format": CACHE_FORMAT_VERSION,
             "code": PREPROCESS_CODE_VERSION,
@@ -359,8 +370,24 @@ class PreprocessedCache:
             "config": json.loads(self._config_json),
             "seconds": round(time.perf_counter() - started, 3),
         }
-        atomic_write_text(paths["sidecar"], json.dumps(sidecar, indent=1))  # the commit marker
+        with self._disk_full_is_fatal():
+            atomic_write_text(paths["sidecar"], json.dumps(sidecar, indent=1))  # the commit marker
         logger.debug("cached %s in %.2fs", key, sidecar["seconds"])
+
+    @contextlib.contextmanager
+    def _disk_full_is_fatal(self) -> Iterator[None]:
+        """A full disk names the cache folder and the setting that moves it: it is not a property of
+        the volume, so every later volume would fail the same way (never skip volumes for it)."""
+        try:
+            yield
+        except (DiskFullError, OSError) as exc:
+            if not is_disk_full(exc):
+                raise
+            raise DiskFullError(
+                self.cache_dir, "the preprocessing cache", folder=self.cache_dir,
+                hint="the entries written so far are kept; free space there, or set data.cache_dir to a folder "
+                     "on a disk with more room, and run again",
+            ) from exc
 
     def _open_entry(self, key: str, *, expect_mask: bool, first: bool) -> CachedCase | None:
         paths = self._paths(key)
@@ -430,17 +457,39 @@ class PreprocessedCache:
         return array
 
 
-def _ensure(cache: PreprocessedCache, request: CacheRequest) -> tuple[str | None, str, str]:
+def _ensure(cache: PreprocessedCache, request: CacheRequest) -> tuple[str | None, str, str, tuple[int, ...] | None]:
+    """Compute (or find) one entry: ``(key, status, reason, spatial shape)``.
+
+    Log records written meanwhile (the readers', pydicom's and nibabel's, preprocessing's) and the
+    reason name the volume by :func:`request_name`, never by its location. A full disk is raised, not
+    recorded: it is the cache's disk, not this volume (see ``PreprocessedCache._disk_full_is_fatal``).
+    """
     from medssl.io.load import log_names
 
     name = request_name(request)
     try:
-        with log_names(name):
-            return cache.get_request(request).key, "ok", ""
+        with log_names(name), redacted_logs(request_locations(request, name)):
+            case = cache.get_request(request)
+        return case.key, "ok", "", case.spatial_shape
+    except DiskFullError:
+        raise
     except (MedsslError, OSError, ValueError) as exc:
-        reason = redact_locations(str(exc), request_locations(request, name)) or type(exc).__name__
+        reason = redacted_reason(request, exc)
         logger.warning("cannot preprocess %s: %s", name, reason)
-        return None, "error", reason
+        return None, "error", reason, None
+
+
+def cached_case(cache: PreprocessedCache, request: CacheRequest) -> CachedCase:
+    """The cached case of ``request`` for a dataset item; a failure names the volume by its
+    pseudonymous key, never its location (a volume that changed or vanished after the cache was
+    warmed), a full disk stays one."""
+    try:
+        return cache.get_request(request)
+    except DiskFullError:
+        raise
+    except (MedsslError, OSError, ValueError) as exc:
+        raise DataError(f"volume {request_name(request)} cannot be loaded from the preprocessing cache: "
+                        f"{redacted_reason(request, exc)}") from None
 
 
 _WARM_CACHE: PreprocessedCache | None = None
@@ -455,7 +504,7 @@ def _warm_worker_init(cache_dir: str, cfg: dict[str, Any], fingerprint: str, loa
                                     fingerprint=fingerprint)  # type: ignore[arg-type]
 
 
-def _warm_one(request: CacheRequest) -> tuple[str | None, str, str]:
+def _warm_one(request: CacheRequest) -> tuple[str | None, str, str, tuple[int, ...] | None]:
     assert _WARM_CACHE is not None
     result = _ensure(_WARM_CACHE, request)
     _WARM_CACHE.close()

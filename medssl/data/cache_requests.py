@@ -24,10 +24,11 @@ import numpy as np
 
 from medssl.errors import DataError
 from medssl.io import deid
+from medssl.io.redaction import redact_locations
 from medssl.utils.provenance import SourceSpec
 
-__all__ = ["MASK_COLUMNS", "CacheRequest", "request_from_row", "request_locations", "request_name", "requests_from_entries",
-           "usable_entries"]
+__all__ = ["MASK_COLUMNS", "CacheRequest", "redacted_reason", "request_from_row", "request_locations", "request_name",
+           "requests_from_entries", "usable_entries"]
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,12 @@ def request_locations(request: CacheRequest, name: str) -> dict[str, str]:
             locations.setdefault(folder, f"{token}/..")
             locations.setdefault(os.path.abspath(folder), f"{token}/..")
     return locations
+
+
+def redacted_reason(request: CacheRequest, exc: BaseException) -> str:
+    """The text of ``exc`` with the request's locations replaced by its name (:func:`request_name`)."""
+    name = request_name(request)
+    return redact_locations(str(exc), request_locations(request, name)) or type(exc).__name__
 
 
 def usable_entries(entries: Any, modalities: Sequence[str] | None = None) -> Any:

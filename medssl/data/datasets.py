@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from medssl.config import AugmentationConfig, DataConfig
-from medssl.data.cache import PreprocessedCache
+from medssl.data.cache import PreprocessedCache, cached_case
 from medssl.data.cache_requests import CacheRequest, requests_from_entries, usable_entries
 from medssl.data.labeled_patches import LabeledPatchDataset, load_labeled_case
 from medssl.data.loaders import CachedItemsDataset, limited_threads, make_dataloader, worker_init_fn
@@ -140,7 +140,7 @@ class PretrainDataset(CachedItemsDataset):
 
     def _item(self, index: int) -> dict[str, Any]:
         request = self.requests[index // self.samples_per_volume]
-        case = self.cache.get_request(request)
+        case = cached_case(self.cache, request)
         rng, generator = self.generators(index)
         if self.pretext is not None:
             assert self.pretext_views is not None

@@ -35,8 +35,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from medssl.data.cache import CachedCase, PreprocessedCache
-from medssl.data.cache_requests import request_from_row, usable_entries
+from medssl.data.cache import CachedCase, PreprocessedCache, cached_case
+from medssl.data.cache_requests import request_from_row, request_name, usable_entries
 from medssl.data.loaders import CachedItemsDataset
 from medssl.errors import ConfigError, DataError
 from medssl.transforms.spatial import SpatialAugmentation, draw_view_geometry, sample_patch
@@ -110,7 +110,7 @@ class LabeledPatchDataset(CachedItemsDataset):
         self.unlabeled = bool(unlabeled)
         missing = [i for i, r in enumerate(self.requests) if r.mask is None]
         if missing and not self.unlabeled:
-            raise DataError(f"{len(missing)} labeled rows have no mask (first: {table.iloc[missing[0]]['path']}); "
+            raise DataError(f"{len(missing)} labeled rows have no mask (first: {request_name(self.requests[missing[0]])}); "
                             "give a mask_path column")
         self.labels = None
         if label_column is not None:
@@ -177,7 +177,7 @@ class LabeledPatchDataset(CachedItemsDataset):
 
     def _item(self, index: int) -> dict[str, torch.Tensor]:
         volume_index = index // self.samples_per_volume
-        case = self.cache.get_request(self.requests[volume_index])
+        case = cached_case(self.cache, self.requests[volume_index])
         epoch = self.epoch
         rng = make_rng(self.seed, "labeled-patch", epoch, index)
         d = len(self.patch_size)
@@ -210,7 +210,7 @@ def load_labeled_case(cache: PreprocessedCache, row: Any, root: str | os.PathLik
     request = request_from_row(row, root)
     if request.mask is None:
         raise DataError(f"{request.image}: the row has no mask column (mask_path, mask, label_path or seg_path)")
-    case = cache.get_request(request)
+    case = cached_case(cache, request)
     image = torch.from_numpy(np.asarray(case.image, dtype=np.float32).copy())
     mask = torch.from_numpy(np.asarray(case.mask).astype(np.int64))
     return image, mask

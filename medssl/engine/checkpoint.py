@@ -119,7 +119,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write ``state`` (plus format tags) atomically to ``path``."""
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
-    atomic_torch_save(payload, path)
+    atomic_torch_save(payload, path, what="a checkpoint")
     logger.debug("checkpoint written: %s", path)
 
 

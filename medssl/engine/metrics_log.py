@@ -19,14 +19,16 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
+from medssl.errors import DiskFullError, is_disk_full
 from medssl.utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -108,25 +110,43 @@ class MetricsLog:
         """Append one row (a mapping with at least ``step``) and flush it."""
         if "step" not in row:
             raise ValueError("a metrics row needs a 'step'")
+        header_line = None
         if self.header is None:
             self.header = ["step"] + [k for k in row if k != "step"]
-            self._handle.write(",".join(self.header) + "\n")
+            header_line = ",".join(self.header) + "\n"
         unknown = [k for k in row if k not in self.header]
         if unknown:
             logger.debug("metrics %s not in the CSV header; kept in TensorBoard only", unknown)
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerow([_format(row.get(k)) for k in self.header])
-        self._handle.write(buffer.getvalue())
-        self._handle.flush()
+        with self._disk_full_named():
+            if header_line is not None:
+                self._handle.write(header_line)
+            self._handle.write(buffer.getvalue())
+            self._handle.flush()
         if self._writer is not None:
             step = int(row["step"])
             for key, value in row.items():
                 if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
                     self._writer.add_scalar(key, value, step)
 
+    @contextlib.contextmanager
+    def _disk_full_named(self) -> Iterator[None]:
+        """A full disk while appending is a :class:`~medssl.errors.DiskFullError` naming the file; the
+        rows of the steps up to the last checkpoint are on disk and a resume recomputes the others."""
+        try:
+            yield
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise DiskFullError(self.path, "the metrics log",
+                                hint="free space on that disk and resume the run (--resume): the rows after "
+                                     "its last checkpoint are computed again") from exc
+
     def close(self) -> None:
         if not self._handle.closed:
-            self._handle.close()
+            with self._disk_full_named():
+                self._handle.close()
         if self._writer is not None:
             self._writer.flush()
             self._writer.close()

@@ -44,18 +44,26 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medssl.config import Config, dump_config
 from medssl.engine.checkpoint import config_hash
-from medssl.engine.distributed import DistributedContext, barrier, broadcast_object, cleanup, init_distributed
+from medssl.engine.distributed import (
+    DistributedContext,
+    all_gather_object,
+    barrier,
+    broadcast_object,
+    cleanup,
+    init_distributed,
+)
 from medssl.engine.environment import environment_info, write_environment
 from medssl.engine.metrics_log import METRICS_FILE
 from medssl.engine.modality_checks import log_modality_choices
+from medssl.engine.run_lock import RunFolderLock, prepare_run_dir
 from medssl.engine.trainer import CHECKPOINT_DIR, LAST_CHECKPOINT, Trainer
-from medssl.errors import ConfigError, DataError
+from medssl.errors import ConfigError, DataError, RunError
 from medssl.utils.atomic import atomic_write_text
 from medssl.utils.provenance import volume_files_fingerprint
 from medssl.utils.seeding import seed_everything
@@ -80,6 +88,23 @@ class PretrainResult:
     steps: int = 0
     checkpoint_path: Path | None = None
     samples_per_second: float = float("nan")
+    #: volumes the run was given (usable manifest rows), before any was skipped
+    num_volumes: int = 0
+    #: the volumes left out, each ``{"volume_id", "reason", "category"}`` (no location)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for the end of a run: steps, volumes used and, when some were left out, how many and why."""
+        used = self.num_volumes - len(self.skipped)
+        line = f"pretraining finished: {self.steps} steps on {used} volumes"
+        if self.skipped:
+            counts: dict[str, int] = {}
+            for entry in self.skipped:
+                counts[entry["category"]] = counts.get(entry["category"], 0) + 1
+            why = "; ".join(f"{count} {category}" for category, count in sorted(counts.items(), key=lambda c: -c[1]))
+            line += (f" ({len(self.skipped)} of {self.num_volumes} volumes skipped: {why}; "
+                     "the volume keys and reasons are in environment.json and train.log)")
+        return line + f"; encoder at {self.encoder_path}, metrics at {self.metrics_path}"
 
 
 # ------------------------------------------------------------------------------------- data
@@ -177,8 +202,7 @@ def check_2d_inputs(config: Config, table: Any, cache: Any, root: Path | None) -
     volumetric = [i for i, depth in enumerate(depths) if depth > 1]
     if not volumetric:
         return
-    first = table.iloc[volumetric[0]]
-    name = first["volume_id"] if "volume_id" in table.columns and isinstance(first["volume_id"], str) else first["path"]
+    name = _volume_labels(table.iloc[volumetric[:1]], root)[0]
     raise DataError(
         f"2D pretraining (pretrain.augmentation.patch_size={list(config.pretrain.augmentation.patch_size)}) reads 2D "
         f"images (Z == 1), but {len(volumetric)} of {len(table)} volumes are 3D (first: {name}, "
@@ -225,23 +249,81 @@ def _attach_log_file(path: Path) -> tuple[logging.Handler, int]:
     return handler, previous
 
 
-def _warm_cache(cache: Any, table: Any, root: Path | None, workers: int, ctx: DistributedContext) -> Any:
-    """Preprocess every volume once (local rank 0), then keep the rows that succeeded everywhere."""
-    from medssl.data.cache_requests import request_from_row, request_name
+#: Summary categories of skipped volumes (``PretrainResult.skipped[i]["category"]``).
+UNREADABLE = "unreadable or failed to preprocess"
+ONE_VOXEL_AXIS = "with one voxel along an axis (3D pretraining needs 2 or more)"
 
-    keep = None
+
+def _volume_labels(table: Any, root: Path | None) -> list[str]:
+    """How logs name each row: its pseudonymous ``volume_id`` (:func:`medssl.data.cache_requests.request_name`)."""
+    from medssl.data.cache_requests import request_name, requests_from_entries
+
+    return [request_name(request) for request in requests_from_entries(table, root)]
+
+
+def one_voxel_axis_reason(shape: Any, spatial_dims: int) -> str | None:
+    """Why a preprocessed volume of spatial ``shape`` cannot give 3D views, or None when it can.
+
+    A one-slice CT series (an exported scout) or a thin slab that resampling leaves one voxel deep has
+    an axis of size 1: trilinear resampling of a view needs two samples along every axis, and such a
+    volume has no 3D content to learn from anyway. (2D pretraining checks its inputs itself:
+    :func:`check_2d_inputs`.)
+
+    Example:
+        >>> one_voxel_axis_reason((24, 24, 1), 3)
+        'one voxel along z after preprocessing (shape 24x24x1): 3D pretraining needs at least 2 voxels along every axis'
+        >>> one_voxel_axis_reason((24, 24, 2), 3) is None
+        True
+    """
+    if spatial_dims != 3 or shape is None:
+        return None
+    thin = [axis for axis, size in zip("xyz", shape) if int(size) < 2]
+    if not thin:
+        return None
+    return (f"one voxel along {', '.join(thin)} after preprocessing (shape {'x'.join(str(int(s)) for s in shape)}): "
+            "3D pretraining needs at least 2 voxels along every axis")
+
+
+def _warm_cache(cache: Any, table: Any, root: Path | None, workers: int, ctx: DistributedContext,
+                spatial_dims: int = 3) -> tuple[Any, list[dict[str, str]]]:
+    """Preprocess every volume once (local rank 0), then keep the rows that can be trained on.
+
+    Left out, each with a warning naming its ``volume_id`` and the reason (never its location): a
+    volume that cannot be read or preprocessed, and for 3D pretraining one with a one-voxel axis
+    (:func:`one_voxel_axis_reason`). A full disk stops the run (:class:`medssl.errors.DiskFullError`).
+    Returns the kept rows and the skipped ``{"volume_id", "reason", "category"}`` records.
+    """
+    decision = None
     if ctx.local_rank == 0:
-        report = cache.warm(table, workers=workers, root=root)
-        keep = (report["status"] == "ok").tolist()
-        for (_, row), (_, status) in zip(table.iterrows(), report.iterrows()):
-            if status["status"] != "ok":  # named by volume_id: paths carry patient names (reason names none)
-                logger.warning("skipping %s: %s", request_name(request_from_row(row, root)), status["reason"])
-    barrier(ctx)
-    keep = broadcast_object(keep, ctx)
+        try:
+            report = cache.warm(table, workers=workers, root=root)
+            labels = _volume_labels(table, root)
+            keep: list[bool] = []
+            skipped: list[dict[str, str]] = []
+            for label, (_, status) in zip(labels, report.iterrows()):
+                if status["status"] != "ok":
+                    reason, category = f"cannot be preprocessed: {status['reason']}", UNREADABLE
+                else:
+                    reason, category = one_voxel_axis_reason(status["shape"], spatial_dims), ONE_VOXEL_AXIS
+                keep.append(reason is None)
+                if reason is not None:
+                    logger.warning("skipping %s: %s", label, reason)
+                    skipped.append({"volume_id": label, "reason": reason, "category": category})
+            decision = (keep, skipped)
+        except Exception as exc:  # every process must leave the barrier below, then raise it
+            decision = exc
+    decisions = all_gather_object(decision, ctx)  # also the barrier: the cache is warm everywhere after it
+    failures = [d for d in decisions if isinstance(d, BaseException)]
+    if failures:
+        raise failures[0]
+    keep, skipped = decisions[0]
     kept = table[keep].reset_index(drop=True)
     if kept.empty:
-        raise DataError(f"none of the {len(table)} volumes could be preprocessed (see the warnings above)")
-    return kept
+        raise DataError(f"none of the {len(table)} volumes can be used for pretraining (see the warnings above: "
+                        + "; ".join(sorted({entry['category'] for entry in skipped})) + ")")
+    if skipped:
+        logger.warning("%d of %d volumes skipped; pretraining on the other %d", len(skipped), len(table), len(kept))
+    return kept, skipped
 
 
 def _record_environment(path: Path, resume: bool, info: dict[str, Any]) -> None:
@@ -282,13 +364,23 @@ def run_pretraining(
     ctx = init_distributed(config.pretrain.device)
     handler: logging.Handler | None = None
     previous_level = logging.NOTSET
+    lock: RunFolderLock | None = None
     try:
+        refusal: Exception | None = None
+        if ctx.is_main:  # rank 0 owns the folder: it creates it and holds its lock for the whole run
+            try:
+                prepare_run_dir(run_dir)
+                lock = RunFolderLock(run_dir).acquire()
+            except RunError as exc:
+                refusal = exc
+        refusal = broadcast_object(refusal, ctx)
+        if refusal is not None:
+            raise refusal
         checkpoint_path = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
         if not resume and checkpoint_path.exists():
             raise ConfigError(f"{run_dir} already holds a run (checkpoint {checkpoint_path}); resume it with "
                               "--resume (resume=True) or choose another run folder")
         if ctx.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
             handler, previous_level = _attach_log_file(run_dir / "train.log")
         barrier(ctx)
 
@@ -303,7 +395,9 @@ def run_pretraining(
 
         cache_dir = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else run_dir / "cache"
         cache = PreprocessedCache(cache_dir, config.data.preprocess)
-        table = _warm_cache(cache, table, root, config.data.num_workers, ctx)
+        given = len(table)
+        table, skipped = _warm_cache(cache, table, root, config.data.num_workers, ctx,
+                                     spatial_dims=len(config.pretrain.augmentation.patch_size))
         check_2d_inputs(config, table, cache, root)
         fingerprint = volume_files_fingerprint(table["path"].astype(str).tolist(), root)
         digest = config_hash(config)
@@ -311,7 +405,7 @@ def run_pretraining(
             atomic_write_text(run_dir / "config.yaml", dump_config(config))
             _record_environment(run_dir / "environment.json", resume, environment_info(fingerprint, {
                 "config_hash": digest, "num_volumes": int(len(table)), "world_size": ctx.world_size,
-                "device_used": str(ctx.device),
+                "device_used": str(ctx.device), "volumes_given": int(given), "skipped_volumes": skipped,
             }))
         logger.info("pretraining %s on %d volumes (data %s, config %s) into %s",
                     config.pretrain.method, len(table), fingerprint, digest, run_dir)
@@ -363,8 +457,12 @@ def run_pretraining(
             steps=outcome.steps,
             checkpoint_path=outcome.checkpoint_path,
             samples_per_second=outcome.samples_per_second,
+            num_volumes=int(given),
+            skipped=skipped,
         )
     finally:
+        if lock is not None:
+            lock.release()
         if handler is not None:
             logging.getLogger("medssl").removeHandler(handler)
             logging.getLogger("medssl").setLevel(previous_level)

@@ -57,7 +57,6 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from medssl.config import PretrainConfig
 from medssl.data.loaders import make_dataloader
@@ -77,7 +76,7 @@ from medssl.engine.precision import PrecisionPolicy
 from medssl.engine.sampler import EpochSampler
 from medssl.engine.schedules import build_scheduler
 from medssl.errors import CheckpointError, ConfigError, TrainingDivergedError
-from medssl.utils.logging import progress_enabled
+from medssl.utils.logging import progress_bar
 from medssl.utils.memory_format import use_channels_last, wants_channels_last
 from medssl.utils.seeding import derive_seed, make_torch_generator
 
@@ -379,8 +378,8 @@ class Trainer:
         continuing = resume or start_step > 0
         log = MetricsLog.open(self.run_dir, self.cfg.tensorboard, resume_step=start_step if continuing else None) \
             if self.ctx.is_main else None
-        bar = tqdm(total=self.cfg.steps, initial=start_step, desc="pretrain", unit="step",
-                   disable=not (progress_enabled() and self.ctx.is_main), dynamic_ncols=True)
+        bar = progress_bar(total=self.cfg.steps, initial=start_step, desc="pretrain", unit="step",
+                           enabled=self.ctx.is_main, dynamic_ncols=True)
         window_loss = torch.zeros((), device=self.device)
         window_steps = 0
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
@@ -472,6 +471,9 @@ class Trainer:
         )
 
     def _method_logs(self, logs: dict[str, Any]) -> dict[str, float]:
+        """The method's scalar logs, averaged over the processes, and the collapse monitors of the
+        embeddings of all processes together (a collective: every process calls it at log steps),
+        so the logged row does not depend on how the batch was split over processes."""
         row: dict[str, float] = {}
         for key, value in logs.items():
             if key == "embeddings":
@@ -479,7 +481,19 @@ class Trainer:
             scalar = _scalar(value)
             if scalar is not None:
                 row[key] = scalar
+        keys = sorted(row)
+        if self.ctx.is_distributed and all(k == keys for k in all_gather_object(keys, self.ctx)) and keys:
+            import torch.distributed as dist
+
+            values = torch.tensor([row[k] for k in keys], dtype=torch.float64, device=self.device)
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+            row = {k: float(v) / self.ctx.world_size for k, v in zip(keys, values.tolist())}
         embeddings = logs.get("embeddings")
-        if isinstance(embeddings, torch.Tensor) and embeddings.ndim == 2 and embeddings.shape[0] > 1:
-            row.update(collapse_metrics(embeddings))
+        if isinstance(embeddings, torch.Tensor) and embeddings.ndim == 2:
+            if self.ctx.is_distributed:
+                from medssl.utils.distributed import gather_no_grad
+
+                embeddings = gather_no_grad(embeddings.detach().contiguous())
+            if embeddings.shape[0] > 1:
+                row.update(collapse_metrics(embeddings))
         return row

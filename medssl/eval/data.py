@@ -36,7 +36,7 @@ from medssl.config import Config
 from medssl.data.tables import read_table
 from medssl.errors import DataError
 from medssl.eval.cases import LabeledCase
-from medssl.utils.logging import progress_enabled
+from medssl.utils.logging import progress_bar
 from medssl.utils.provenance import case_records_fingerprint, volume_files_fingerprint
 
 log = logging.getLogger(__name__)
@@ -182,13 +182,11 @@ def load_labeled_data(
     })
     if need_label:
         entries["label"] = clean[finetune.label_column].to_numpy()
-    from tqdm.auto import tqdm
-
     cases: dict[str, LabeledCase] = {}
     keys = []
     patients = dict(zip(clean["case_id"], clean[PATIENT]))
-    for row in tqdm(entries.itertuples(index=False), total=len(entries), desc="preprocess labeled cases",
-                    disable=not progress_enabled(), leave=False):
+    for row in progress_bar(entries.itertuples(index=False), total=len(entries), desc="preprocess labeled cases",
+                            leave=False):
         modality = None if row.modality in (None, "None", "nan") else row.modality
         cached = cache.get(row.path, row.mask, modality=modality)
         label = int(row.label) if need_label else None

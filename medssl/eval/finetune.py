@@ -48,7 +48,7 @@ from medssl.eval.cases import LabeledCase, remap_mask
 from medssl.eval.networks import FinetuneModel, network_state
 from medssl.eval.param_groups import FrozenNormEval, freeze_parameters, layerwise_parameter_groups
 from medssl.utils.devices import resolve_device
-from medssl.utils.logging import progress_enabled
+from medssl.utils.logging import progress_bar
 from medssl.utils.memory_format import use_channels_last, wants_channels_last
 from medssl.utils.seeding import make_torch_generator
 
@@ -164,9 +164,7 @@ def _train_loop(
     history = FinetuneHistory(frozen=n_frozen, trainable=n_trainable)
     best_score, best_state = -math.inf, None
     start = time.perf_counter()
-    from tqdm.auto import tqdm
-
-    bar = tqdm(range(cfg.steps), desc=desc, disable=not progress_enabled(), leave=False)
+    bar = progress_bar(range(cfg.steps), desc=desc, leave=False)
     for step in bar:
         network.train()
         norm_eval.apply()

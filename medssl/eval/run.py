@@ -21,6 +21,7 @@ from typing import Any
 
 from medssl.config import dump_config
 from medssl.data.splits import split_by_patient
+from medssl.engine.run_lock import RunFolderLock, prepare_run_dir
 from medssl.eval.data import PATIENT, load_labeled_data, resolve_stratify_column
 from medssl.eval.experiment import scratch_encoder_config, train_and_evaluate
 from medssl.eval.metrics import classification_metrics_from_table
@@ -58,34 +59,35 @@ def run_finetuning(config: Any, run_dir: Any, init: str | None = None) -> Finetu
     inits = {"init": init} if init else {}
     if config.finetune.task == "segmentation":
         check_patch_size(scratch_encoder_config(config, inits), config.finetune.patch_size)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_config(config))
-    data = load_labeled_data(config, config.data.cache_dir or run_dir / "cache")
-    stratify = resolve_stratify_column(config, data.table.columns)
-    sides = split_by_patient(data.table, patient_col=PATIENT, test_fraction=config.study.test_fraction,
-                             val_fraction=config.study.val_fraction, seed=config.seed, stratify_col=stratify)
-    ids = {side: list(data.table.loc[sides == side, "case_id"]) for side in ("train", "val", "test")}
-    outcome = train_and_evaluate(config, data, init, train_ids=ids["train"], test_ids=ids["test"],
-                                 val_ids=ids["val"], seed=config.seed,
-                                 encoder_config=scratch_encoder_config(config, inits), keep_model=True)
-    table = outcome.per_case
-    if "target" in table.columns:
-        metrics = classification_metrics_from_table(table)
-    else:  # means over the cases that contain each class (absent classes are NaN, not scored)
-        metrics = {c: float(table[c].mean()) for c in table.columns
-                   if c != "case_id" and not c.startswith(("present_", "predicted_"))}
-    with atomic_write(run_dir / "per_case.csv", "w", encoding="utf-8", newline="") as handle:
-        table.to_csv(handle, index=False)
-    record = dict(outcome.record, metrics=metrics, train_ids=ids["train"], val_ids=ids["val"], test_ids=ids["test"],
-                  data_fingerprint=data.fingerprint)
-    if "target" not in table.columns:  # per class: test cases containing it, and predicted there
-        record["classes"] = {
-            column[len("present_"):]: {
-                "test_cases_containing": int(table[column].sum()),
-                "predicted_where_present": int((table[column] * table["predicted_" + column[len("present_"):]]).sum()),
-            } for column in table.columns if column.startswith("present_")}
-    atomic_write_text(run_dir / "metrics.json", json.dumps(record, indent=2, default=str) + "\n")
-    if outcome.model is not None:
-        atomic_torch_save(outcome.model.network.state_dict(), run_dir / "network.pt")
-    log.info("fine-tuning run written to %s", run_dir)
+    prepare_run_dir(run_dir)
+    with RunFolderLock(run_dir):  # one live run per folder (docs/distributed.md)
+        atomic_write_text(run_dir / "config.yaml", dump_config(config))
+        data = load_labeled_data(config, config.data.cache_dir or run_dir / "cache")
+        stratify = resolve_stratify_column(config, data.table.columns)
+        sides = split_by_patient(data.table, patient_col=PATIENT, test_fraction=config.study.test_fraction,
+                                 val_fraction=config.study.val_fraction, seed=config.seed, stratify_col=stratify)
+        ids = {side: list(data.table.loc[sides == side, "case_id"]) for side in ("train", "val", "test")}
+        outcome = train_and_evaluate(config, data, init, train_ids=ids["train"], test_ids=ids["test"],
+                                     val_ids=ids["val"], seed=config.seed,
+                                     encoder_config=scratch_encoder_config(config, inits), keep_model=True)
+        table = outcome.per_case
+        if "target" in table.columns:
+            metrics = classification_metrics_from_table(table)
+        else:  # means over the cases that contain each class (absent classes are NaN, not scored)
+            metrics = {c: float(table[c].mean()) for c in table.columns
+                       if c != "case_id" and not c.startswith(("present_", "predicted_"))}
+        with atomic_write(run_dir / "per_case.csv", "w", encoding="utf-8", newline="") as handle:
+            table.to_csv(handle, index=False)
+        record = dict(outcome.record, metrics=metrics, train_ids=ids["train"], val_ids=ids["val"], test_ids=ids["test"],
+                      data_fingerprint=data.fingerprint)
+        if "target" not in table.columns:  # per class: test cases containing it, and predicted there
+            record["classes"] = {
+                column[len("present_"):]: {
+                    "test_cases_containing": int(table[column].sum()),
+                    "predicted_where_present": int((table[column] * table["predicted_" + column[len("present_"):]]).sum()),
+                } for column in table.columns if column.startswith("present_")}
+        atomic_write_text(run_dir / "metrics.json", json.dumps(record, indent=2, default=str) + "\n")
+        if outcome.model is not None:
+            atomic_torch_save(outcome.model.network.state_dict(), run_dir / "network.pt")
+        log.info("fine-tuning run written to %s", run_dir)
     return FinetuneRun(run_dir, metrics, len(ids["train"]), len(ids["test"]), outcome.record["init"])

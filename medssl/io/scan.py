@@ -55,7 +55,7 @@ from medssl.io.redaction import (
     redacted_logs,
     rewrite_record,
 )
-from medssl.utils.logging import progress_enabled
+from medssl.utils.logging import progress_options
 
 logger = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def scan_files(
         return records
     limits = as_limits(limits)
     workers = default_workers(len(rels)) if workers is None else workers
-    bar = tqdm(total=len(rels), unit="file", desc="manifest", disable=not (progress and progress_enabled()))
+    bar = tqdm(total=len(rels), unit="file", desc="manifest", **progress_options(progress))
     try:
         if workers <= 1:
             seen: set[str] = set()

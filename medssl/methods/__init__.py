@@ -12,6 +12,7 @@
 | ``nnclr`` | nearest-neighbour contrastive | 2 views |
 | ``swav`` | online clustering, multi-crop | 2 global (+ local) views |
 | ``local_contrastive`` | region-level contrastive, whole segmentation network | 2 views of one crop |
+| ``spark`` | sparse masked modelling, whole segmentation network (CNN) | 1 view |
 | ``pretext`` and ``rotation``, ``jigsaw``, ``relative_position``, ``slice_order``, ``genesis``, ``inpainting``, ``intensity_restoration``, ``corrupted_region`` | pretext task heads | ``{"input", "target"}`` |
 
 See :mod:`medssl.methods.base` for the interface the engine uses and docs/methods.md for the papers,
@@ -36,6 +37,7 @@ from medssl.methods.pretext import PRETEXT_TASKS, PretextMethod
 from medssl.methods.registry import build_method, list_methods, method_arguments, register_method
 from medssl.methods.simclr import SimCLR
 from medssl.methods.simsiam import SimSiam
+from medssl.methods.spark import SparK
 from medssl.methods.swav import SwAV
 from medssl.methods.vicreg import VICReg
 
@@ -51,6 +53,7 @@ __all__ = [
     "SSLMethod",
     "SimCLR",
     "SimSiam",
+    "SparK",
     "SwAV",
     "VICReg",
     "build_method",

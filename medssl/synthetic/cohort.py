@@ -112,7 +112,7 @@ from medssl.synthetic.mr_brain import (
 from medssl.synthetic.scan_geometry import ScanGeometry
 from medssl.errors import ConfigError, DataError
 from medssl.utils.atomic import atomic_write_text
-from medssl.utils.logging import progress_enabled
+from medssl.utils.logging import progress_bar
 from medssl.utils.seeding import make_rng
 
 log = logging.getLogger(__name__)
@@ -289,10 +289,7 @@ def make_synthetic_cohort(
         ct_patients = _plan_patients(n_ct, n_unlabeled_ct, "CT", seed)
         mr_patients = _plan_patients(n_mr, n_unlabeled_mr, "MR", seed)
         total = sum(p.visits for p in ct_patients + mr_patients)
-        from tqdm.auto import tqdm
-
-        with tqdm(total=total, desc="synthetic cohort", unit="scan",
-                  disable=not (progress and progress_enabled())) as bar:
+        with progress_bar(total=total, desc="synthetic cohort", unit="scan", enabled=progress) as bar:
             for patient in ct_patients:
                 writer.write_ct_patient(patient)
                 bar.update(patient.visits)

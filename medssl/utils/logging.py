@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 
 def configure_logging(level: str | int | None = None, log_file: str | os.PathLike | None = None) -> None:
@@ -28,3 +29,43 @@ def configure_logging(level: str | int | None = None, log_file: str | os.PathLik
 def progress_enabled() -> bool:
     """Progress bars are on unless ``MEDSSL_PROGRESS=0`` (CI logs) is set."""
     return os.environ.get("MEDSSL_PROGRESS", "1") not in {"0", "false", "no"}
+
+
+#: Seconds between two refreshes of a progress bar whose stream is not a terminal (a log file, a
+#: CI console): tqdm's default of 0.1 s writes every refresh into the file, thousands of lines a run.
+NON_TERMINAL_REFRESH_S = 30.0
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def progress_options(enabled: bool = True, stream: Any = None) -> dict[str, Any]:
+    """Keyword arguments for ``tqdm``: off when ``enabled`` is False or ``MEDSSL_PROGRESS=0``; on a
+    stream that is not a terminal, at most one refresh every :data:`NON_TERMINAL_REFRESH_S` seconds
+    (``mininterval`` and ``maxinterval``), so a log file receives a bounded number of bar lines.
+
+    Example:
+        >>> import io
+        >>> progress_options(stream=io.StringIO())["mininterval"]
+        30.0
+    """
+    stream = sys.stderr if stream is None else stream
+    options: dict[str, Any] = {"disable": not (enabled and progress_enabled()), "file": stream}
+    if not _is_terminal(stream):
+        options.update(mininterval=NON_TERMINAL_REFRESH_S, maxinterval=NON_TERMINAL_REFRESH_S,
+                       dynamic_ncols=False)
+    return options
+
+
+def progress_bar(iterable: Any = None, *, enabled: bool = True, stream: Any = None, **kwargs: Any) -> Any:
+    """A ``tqdm`` bar with :func:`progress_options` (``kwargs`` go to tqdm: ``total``, ``desc``, ``unit``...)."""
+    from tqdm.auto import tqdm
+
+    options = progress_options(enabled, stream)
+    if "dynamic_ncols" in kwargs and "mininterval" in options:
+        kwargs.pop("dynamic_ncols")
+    return tqdm(iterable, **{**options, **kwargs})

@@ -48,3 +48,66 @@ def test_atomic_files_get_the_usual_permissions_not_mkstemp_private_ones(tmp_pat
         os.umask(umask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o644
+
+
+def test_progress_bars_into_a_log_file_are_bounded(monkeypatch):
+    """A bar whose stream is not a terminal refreshes at most every 30 s, not at every update
+    (tqdm's default is every 0.1 s: a log file then holds a line per update of a slow loop)."""
+    import io
+    import itertools
+
+    import tqdm.std
+
+    from medssl.utils.logging import NON_TERMINAL_REFRESH_S, progress_bar
+
+    clock = itertools.count(0.0, 1.0)  # every reading of the clock: one second later (a slow loop)
+    monkeypatch.setattr(tqdm.std, "time", lambda: next(clock))
+    monkeypatch.setenv("MEDSSL_PROGRESS", "1")
+    log_file = io.StringIO()  # no isatty(): a log file, a CI console
+    with progress_bar(total=600, desc="preprocess", stream=log_file) as bar:
+        for _ in range(600):
+            bar.update(1)
+    elapsed = next(clock)
+    refreshes = log_file.getvalue().count("\r")
+    assert NON_TERMINAL_REFRESH_S == 30.0
+    assert 2 <= refreshes <= elapsed / NON_TERMINAL_REFRESH_S + 2 < 600 / 10, (refreshes, elapsed)
+
+    monkeypatch.setenv("MEDSSL_PROGRESS", "0")
+    quiet = io.StringIO()
+    with progress_bar(total=10, stream=quiet) as bar:
+        bar.update(10)
+    assert quiet.getvalue() == ""
+
+
+def test_intra_op_threads_share_the_available_cores_between_local_processes():
+    from medssl.utils.threads import available_cores, intra_op_threads
+
+    assert intra_op_threads({}, cores=16) == 16
+    assert intra_op_threads({"LOCAL_WORLD_SIZE": "4"}, cores=16) == 4
+    assert intra_op_threads({"LOCAL_WORLD_SIZE": "3"}, cores=16) == 5  # rounded down: no oversubscription
+    assert intra_op_threads({"LOCAL_WORLD_SIZE": "8"}, cores=4) == 1  # at least one
+    assert intra_op_threads({"LOCAL_WORLD_SIZE": "junk"}, cores=6) == 6
+    assert intra_op_threads({"OMP_NUM_THREADS": "2", "LOCAL_WORLD_SIZE": "4"}, cores=16) is None  # the user decides
+    assert intra_op_threads({}) == available_cores() == len(os.sched_getaffinity(0))
+
+
+def test_a_full_disk_is_named_and_the_old_file_kept(tmp_path):
+    import errno
+
+    from medssl.errors import DiskFullError
+
+    target = tmp_path / "checkpoints" / "last.pt"
+    atomic_write_text(target, "good")
+
+    class FullDisk:
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(DiskFullError, match=f"disk full: no space left in folder {target.parent} to write a checkpoint"):
+        with atomic_write(target, "w", what="a checkpoint") as handle:
+            handle.write("half")
+            FullDisk().write("the rest")
+    assert target.read_text() == "good" and sorted(os.listdir(target.parent)) == ["last.pt"]
+    with pytest.raises(PermissionError):  # other errors pass through unchanged
+        with atomic_write(target, "w"):
+            raise PermissionError(errno.EACCES, "denied")

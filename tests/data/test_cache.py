@@ -223,6 +223,7 @@ def test_warm_precomputes_in_parallel_and_reports_bad_rows(tmp_path):
     # the report names the row by a pseudonym (no path: export folders carry patient names) and the cause
     assert "not a readable NIfTI" in table["reason"][1] and "<file-" in table["reason"][1]
     assert "broken.nii.gz" not in table["reason"][1] and str(tmp_path) not in table["reason"][1]
+    assert table["shape"][0] == cache.get(tmp_path / "ct0.nii.gz", modality="CT").spatial_shape
     for i in (0, 2):
         assert cache.contains(tmp_path / entries["path"][i], modality="CT")
         assert table["key"][i] == cache.key(tmp_path / entries["path"][i], modality="CT")

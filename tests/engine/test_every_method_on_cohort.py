@@ -55,8 +55,9 @@ SMALL_HEADS: dict[str, dict[str, object]] = {
     "local_contrastive": {"embedding_dim": 8, "num_regions": 16},
     **{task: {"hidden_dim": 32, "decoder_width": 8} for task in PRETEXT_TASKS},
 }
-#: methods that train the whole segmentation network need patches its 5 levels can halve (32 + shift)
-PATCH_OF = {"local_contrastive": 40}
+#: methods that train the whole segmentation network need patches its 5 levels can halve (32 + shift);
+#: SparK needs at least two 32-voxel mask cells
+PATCH_OF = {"local_contrastive": 40, "spark": 64}
 #: "pretext" is the generic pretext method that needs task=...; each task is registered on its own
 METHODS = [m for m in list_methods() if m != "pretext"]
 
