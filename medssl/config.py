@@ -157,6 +157,13 @@ class AugmentationConfig(Section):
     device (``dataset.batch_augment``) instead of in the loader workers. ``shared_geometry``: the
     views are one crop (same geometry), augmented in intensity only, so their voxels correspond
     (dense methods such as ``local_contrastive`` need it; ``view_overlap`` is then unused).
+
+    2D views (two ``patch_size`` entries) of 3D volumes are cropped from one slice per item, drawn
+    uniformly along ``slice_axis`` (``auto``: the axis with the largest voxel spacing, the
+    acquisition's slice axis; ties -> the last axis, Z; or 0, 1, 2), with ``slice_context``
+    neighbouring slices on each side as extra channels (2.5D; edge slices repeated;
+    ``pretrain.encoder.in_channels`` must then be the image channels times ``2 * slice_context + 1``).
+    See :mod:`medssl.data.slices`.
     """
 
     preset: str = "ct"
@@ -170,6 +177,8 @@ class AugmentationConfig(Section):
     args: dict[str, Any] = Field(default_factory=dict)
     device_side: bool = False
     shared_geometry: bool = False
+    slice_axis: Literal["auto", 0, 1, 2] = "auto"
+    slice_context: int = Field(default=0, ge=0)
 
     @field_validator("view_overlap")
     @classmethod
@@ -332,6 +341,25 @@ class FinetuneConfig(Section):
     the CPU (:mod:`medssl.utils.memory_format`; about twice as fast, same results up to rounding).
     ``class_names``: mask value -> name (``{1: liver, 2: kidneys}``) for the reports' per-class
     tables; unnamed classes show as ``class k``.
+
+    The 2D slice track (a 2D encoder, ``pretrain.encoder.spatial_dims: 2``, two ``patch_size``
+    entries) on 3D volumes: training patches are cut from slices along ``slice_axis`` (``auto``: per
+    volume, the axis with the largest voxel spacing in the cached volume, the acquisition's slice
+    axis; ties -> the last axis, Z; or 0, 1, 2 for x, y, z), centred as in 3D (``pos_fraction``,
+    ``class_balanced``); at test every slice along that axis is predicted (batched), the slices are
+    stacked back into the volume's grid and scored with the same 3D metrics as the 3D track.
+    ``slice_context`` > 0 makes it 2.5D: that many neighbouring slices on each side are extra
+    input channels (edge slices repeated), so the network takes ``image channels * (2 *
+    slice_context + 1)`` channels. 2D images (``Z == 1``) are sliced along Z. See
+    :mod:`medssl.data.slices` and ``docs/studies.md``.
+
+    ``intensity_augmentation``: the intensity recipe of the training patches, the same for every
+    arm of a study (scratch included): ``none``; ``mild`` (noise, blur, gamma, scale: nnU-Net's
+    set, lighter); ``contrast_randomization`` (``mild`` plus, per case modality, a random CT
+    window, a random smooth non-monotone intensity curve and inversion: the domain randomisation
+    of SynthSeg, Billot et al. 2023). ``intensity_args`` overrides its probabilities
+    (``window_prob``, ``curve_prob``, ``inversion_prob``, ``mild_prob``) and ``curve_controls``.
+    See :mod:`medssl.transforms.finetune_intensity` and ``docs/augmentations.md``.
     """
 
     task: Literal["segmentation", "classification"] = "segmentation"
@@ -365,6 +393,10 @@ class FinetuneConfig(Section):
     class_balanced: bool = False
     transfer_decoder: bool = True
     channels_last: bool = True
+    slice_axis: Literal["auto", 0, 1, 2] = "auto"
+    slice_context: int = Field(0, ge=0)
+    intensity_augmentation: Literal["none", "mild", "contrast_randomization"] = "none"
+    intensity_args: dict[str, Any] = Field(default_factory=dict)
     semi: SemiSupervisedConfig = Field(default_factory=SemiSupervisedConfig)
 
     @field_validator("patch_size", "input_size")
@@ -408,6 +440,12 @@ class StudyConfig(Section):
     the splits are stratified on; ``auto`` (default) is ``finetune.label_column`` when the labels
     table has it and no stratification otherwise (a segmentation table need not have a class
     column; the log says which was chosen); ``null``: never.
+
+    A designated test set is used as given (:mod:`medssl.data.fixed_split`): ``test_cases`` lists
+    the test case ids, or the labels table's ``split_column`` (default ``split``; ``null`` ignores
+    it) marks each row ``train``, ``val`` or ``test``. Those cases are never drawn into training;
+    other scans of a test patient are left out of training; ``test_fraction`` is then unused and
+    ``folds`` must be 0. ``medssl finetune`` honours the same settings.
     """
 
     labels: str | None = None
@@ -423,6 +461,8 @@ class StudyConfig(Section):
     test_fraction: float = Field(0.3, gt=0, lt=1)
     val_fraction: float = Field(0.0, ge=0, lt=1)
     folds: int = Field(0, ge=0)
+    test_cases: list[str] | None = None
+    split_column: str | None = "split"
     evaluation: Literal["finetune", "linear_probe", "knn_probe"] = "finetune"
     knn_k: int = Field(5, ge=1)
     probe_c: float = Field(1.0, gt=0)
@@ -470,6 +510,24 @@ class StudyConfig(Section):
         if value == 1:
             raise ValueError("folds must be 0 (one fixed test split) or >= 2 (k-fold)")
         return value
+
+    @field_validator("test_cases", mode="before")
+    @classmethod
+    def _test_cases(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, (str, int)) or not len(value):
+            raise ValueError("test_cases must be a non-empty list of case ids (or null to draw the test set)")
+        values = [str(v) for v in value]
+        if len(set(values)) != len(values):
+            raise ValueError("test_cases lists a case id twice")
+        return values
+
+    @model_validator(mode="after")
+    def _designated_test_without_folds(self) -> "StudyConfig":
+        if self.test_cases and self.folds:
+            raise ValueError("test_cases fix the test set; they do not combine with folds (k-fold draws its own)")
+        return self
 
 
 class DemoConfig(Section):

@@ -204,6 +204,25 @@ def pretext_grid(image: np.ndarray, out: Path, seed: int) -> None:
     save_grid([inputs, targets], titles, out / "augment_pretext.png", ["input", "target"])
 
 
+def contrast_randomization_grid(ct: np.ndarray, mr: np.ndarray, out: Path, seed: int) -> None:
+    """Axial slices of the MR and the CT: inverted, through three random intensity curves, then
+    three draws of the fine-tuning recipe ``contrast_randomization`` (mild noise/blur/gamma/scale,
+    CT window, curve, inversion at their default probabilities)."""
+    from medssl.transforms.finetune_intensity import FinetuneIntensity
+
+    recipe = FinetuneIntensity("contrast_randomization", spatial_dims=2)
+    rows, titles = [], ["original", "inverted", "curve 1", "curve 2", "curve 3", "recipe 1", "recipe 2", "recipe 3"]
+    for tag, image, patch in (("MR", mr, (72, 72, 72)), ("CT", ct, (96, 96, 64))):
+        crop = centre_crop(image, patch)[..., patch[2] // 2]  # (1, 1, X, Y): one axial slice
+        tiles = [crop, build_intensity_transform("inversion", prob=1.0)(crop, make_torch_generator(seed, "inv"))]
+        curve = build_intensity_transform("intensity_curve", prob=1.0, num_controls=(5, 7))
+        tiles += [curve(crop, make_torch_generator(seed, "curve", index)) for index in range(3)]
+        preset = recipe.for_modality(tag)
+        tiles += [preset.apply_intensity(crop, make_torch_generator(seed, "recipe", tag, index)) for index in range(3)]
+        rows.append([t[0, 0].numpy().T for t in tiles])
+    save_grid(rows, titles, out / "augment_contrast_randomization.png", ["MR", "CT"])
+
+
 # --- micro-benchmark --------------------------------------------------------------------------------
 
 
@@ -246,6 +265,8 @@ def benchmark(side: int = 96, batch: int = 8, repeats: int = 5) -> str:
         "ghosting": None,
         "motion": None,
         "speckle": None,
+        "inversion": None,
+        "intensity_curve": mt.RandHistogramShift(prob=1.0, num_control_points=(4, 7)),
     }
     lines = [
         f"| transform | medssl, B=1 (ms/view) | medssl, B={batch} (ms/view) | MONAI counterpart (ms/view) |",
@@ -324,6 +345,7 @@ def main() -> None:
         ("gamma", {"name": "gamma", "gamma": (0.7, 0.7)}),
     ], out, args.seed)
     pretext_grid(ct, out, args.seed)
+    contrast_randomization_grid(ct, mr, out, args.seed)
 
 
 if __name__ == "__main__":

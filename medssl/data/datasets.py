@@ -44,10 +44,11 @@ import numpy as np
 import torch
 
 from medssl.config import AugmentationConfig, DataConfig
-from medssl.data.cache import PreprocessedCache, cached_case
+from medssl.data.cache import CachedCase, PreprocessedCache, cached_case
 from medssl.data.cache_requests import CacheRequest, requests_from_entries, usable_entries
 from medssl.data.labeled_patches import LabeledPatchDataset, load_labeled_case
 from medssl.data.loaders import CachedItemsDataset, limited_threads, make_dataloader, worker_init_fn
+from medssl.data.slices import check_slice_context, resolve_slice_axis, slice_with_context
 from medssl.errors import ConfigError, DataError
 from medssl.transforms.spatial import SpatialAugmentation
 from medssl.transforms.views import MultiCropGenerator, TwoViewGenerator
@@ -89,6 +90,10 @@ class PretrainDataset(CachedItemsDataset):
         device_side: leave ``intensity`` to :meth:`batch_augment` (views only).
         samples_per_volume: items per volume per epoch (item ``i`` reads volume ``i // k``).
         threads: torch threads while building an item (:func:`limited_threads`; None: unchanged).
+        slice_axis: 2D views of a 3D volume come from one slice along this axis (``"auto"``: the
+            axis with the largest spacing, :func:`medssl.data.slices.resolve_slice_axis`), drawn
+            uniformly from ``(seed, epoch, index)``; all views of an item share that slice.
+        slice_context: neighbouring slices on each side as extra channels (2.5D).
     """
 
     def __init__(
@@ -105,9 +110,15 @@ class PretrainDataset(CachedItemsDataset):
         device_side: bool = False,
         samples_per_volume: int = 1,
         threads: int | None = 1,
+        slice_axis: str | int = "auto",
+        slice_context: int = 0,
     ):
         if not requests:
             raise DataError("a pretraining dataset needs at least one volume")
+        if slice_axis != "auto":
+            resolve_slice_axis(slice_axis, (1.0, 1.0, 1.0))  # refuses anything but auto, 0, 1, 2
+        self.slice_axis = slice_axis
+        self.slice_context = check_slice_context(slice_context)
         self.requests = list(requests)
         self.cache = cache
         self.views = views
@@ -138,18 +149,29 @@ class PretrainDataset(CachedItemsDataset):
         return self.intensity(view[None], generator)[0]  # type: ignore[misc]
 
 
+    def image_of(self, case: CachedCase, index: int) -> np.ndarray:
+        """What item ``index``'s views are cropped from: the volume, or for 2D views one slice of it
+        (with its 2.5D neighbours) along the slice axis, ``(C', A, B, 1)``."""
+        if len(views_patch_size(self.views)) != 2:
+            return case.image
+        axis = resolve_slice_axis(self.slice_axis, case.spacing, case.image.shape)
+        count = int(case.image.shape[1 + axis])
+        slice_index = int(make_rng(self.seed, "slice", self.epoch, index).integers(count))
+        return slice_with_context(case.image, axis, slice_index, self.slice_context)
+
     def _item(self, index: int) -> dict[str, Any]:
         request = self.requests[index // self.samples_per_volume]
         case = cached_case(self.cache, request)
         rng, generator = self.generators(index)
+        source = self.image_of(case, index)
         if self.pretext is not None:
             assert self.pretext_views is not None
-            (patch,) = self.pretext_views(case.image, rng)
+            (patch,) = self.pretext_views(source, rng)
             if self.pretext_intensity and self.intensity is not None:
                 patch = self._intensity(patch, generator)
             inputs, target = self.pretext(patch, generator)
             return {"input": inputs, "target": target}
-        views = self.views(case.image, rng)
+        views = self.views(source, rng)
         if self.intensity is not None and not self.device_side:
             views = [self._intensity(v, generator) for v in views]
         return {"views": views}
@@ -241,7 +263,7 @@ def build_pretrain_dataset(
         requests, cache, views, seed=seed, intensity=intensity, pretext=task,
         pretext_intensity=bool(getattr(task, "wants_intensity_augmentation", False)),
         device_side=aug_cfg.device_side, samples_per_volume=data_cfg.samples_per_volume,
-        threads=data_cfg.worker_threads,
+        threads=data_cfg.worker_threads, slice_axis=aug_cfg.slice_axis, slice_context=aug_cfg.slice_context,
     )
 
 

@@ -38,6 +38,7 @@ import torch
 from medssl.data.cache import CachedCase, PreprocessedCache, cached_case
 from medssl.data.cache_requests import request_from_row, request_name, usable_entries
 from medssl.data.loaders import CachedItemsDataset
+from medssl.data.slices import check_slice_context, in_plane_axes, resolve_slice_axis, slice_with_context
 from medssl.errors import ConfigError, DataError
 from medssl.transforms.spatial import SpatialAugmentation, draw_view_geometry, sample_patch
 from medssl.transforms.views import _extent, valid_centre_range
@@ -60,9 +61,19 @@ class LabeledPatchDataset(CachedItemsDataset):
     then the centre as often as a large one (with plain positives the kidneys of the synthetic CT
     are a fifth of the liver's centres). The patch geometry (``spatial``: flips,
     rotations, scaling, elastic) is drawn once and applied to the image (trilinear) and the mask
-    (nearest neighbour), so they stay aligned. ``intensity`` (``f(x (B, C, *S), generator)``)
-    augments the image only. Randomness from ``(seed, epoch, index)`` only. The labelled voxels of
-    the ``index_cache`` most recent cases are kept per process (bounded memory).
+    (nearest neighbour), so they stay aligned. ``intensity`` (``f(x (B, C, *S), generator)``, or an
+    object whose ``for_modality(case modality)`` gives a preset or None, such as
+    :class:`medssl.transforms.finetune_intensity.FinetuneIntensity`) augments the image only.
+    Randomness from ``(seed, epoch, index)`` only. The labelled voxels of the ``index_cache`` most
+    recent cases are kept per process (bounded memory).
+
+    2D patches (two ``patch_size`` entries) of a 3D volume come from one slice: the centre is drawn
+    in 3D as above, its coordinate along ``slice_axis`` (``auto``: per case, the axis with the
+    largest spacing, :func:`medssl.data.slices.resolve_slice_axis`) picks the slice, and the patch
+    is cut around the centre's two in-plane coordinates; ``slice_context`` neighbouring slices on
+    each side become extra image channels (2.5D, :func:`medssl.data.slices.slice_with_context`).
+    Flips of ``spatial`` keep their meaning per volume axis (``flip_prob`` of x applies to the
+    slice's x axis, when it is in plane).
 
     Args:
         cache: the preprocessing cache.
@@ -80,6 +91,8 @@ class LabeledPatchDataset(CachedItemsDataset):
             drawn uniformly over the volume (the mask is never looked at), masks are optional, and
             an available mask is returned as ``"truth"`` (for diagnostics only; -1 everywhere for a
             volume without one) instead of ``"mask"``.
+        slice_axis: ``"auto"`` or 0, 1, 2: the axis 2D patches are sliced along.
+        slice_context: neighbouring slices on each side as extra channels (2D patches).
     """
 
     def __init__(
@@ -100,6 +113,8 @@ class LabeledPatchDataset(CachedItemsDataset):
         threads: int | None = 1,
         centre_labels: Sequence[int] | None = None,
         unlabeled: bool = False,
+        slice_axis: str | int = "auto",
+        slice_context: int = 0,
     ):
         if pos < 0 or neg < 0 or pos + neg <= 0:
             raise ConfigError(f"pos={pos} and neg={neg} must be >= 0 with a positive sum")
@@ -131,6 +146,11 @@ class LabeledPatchDataset(CachedItemsDataset):
         self._index_cache = max(1, int(index_cache))
         self.centre_labels = None if centre_labels is None else tuple(int(v) for v in centre_labels)
         self._foreground: OrderedDict[str, Any] = OrderedDict()
+        if slice_axis != "auto":
+            resolve_slice_axis(slice_axis, (1.0, 1.0, 1.0))  # refuses anything but auto, 0, 1, 2
+        self.slice_axis = slice_axis
+        self.slice_context = check_slice_context(slice_context)
+        self._slice_spatial: dict[int, SpatialAugmentation] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -174,6 +194,31 @@ class LabeledPatchDataset(CachedItemsDataset):
                 return np.asarray(voxel, np.float64)
         return np.asarray(np.unravel_index(min(int(tries[-1] * size), size - 1), shape), np.float64)
 
+    def _slice_through(self, case: CachedCase, axis: int, centre: np.ndarray
+                       ) -> tuple[tuple[np.ndarray, np.ndarray | None], np.ndarray]:
+        """The slice along ``axis`` through a 3D ``centre``: the 2D ``(image, mask)`` sources
+        ``(C', A, B, 1)`` and ``(1, A, B, 1)`` (None without a mask), and the centre's in-plane
+        coordinates."""
+        index = int(round(float(centre[axis])))
+        image = slice_with_context(case.image, axis, index, self.slice_context)
+        mask = None if case.mask is None else slice_with_context(case.mask, axis, index, 0)
+        return (image, mask), centre[list(in_plane_axes(axis))]
+
+    @staticmethod
+    def _uniform_voxel(case: CachedCase, rng: np.random.Generator) -> np.ndarray:
+        """A voxel drawn uniformly over the volume (the slice of an unlabeled 2D patch)."""
+        shape = np.asarray(case.image.shape[1:], np.float64)
+        return np.minimum(np.floor(rng.random(3) * shape), shape - 1)
+
+    def _spatial_for_axis(self, axis: int) -> SpatialAugmentation:
+        """``spatial`` with its per-volume-axis flips moved onto the slice's in-plane axes."""
+        found = self._slice_spatial.get(axis)
+        if found is None:
+            flips = tuple(float(self.spatial.flip_prob[a]) for a in in_plane_axes(axis)) + (0.0,)
+            found = self.spatial if axis == 2 else self.spatial.with_changes(flip_prob=flips)
+            self._slice_spatial[axis] = found
+        return found
+
 
     def _item(self, index: int) -> dict[str, torch.Tensor]:
         volume_index = index // self.samples_per_volume
@@ -181,20 +226,31 @@ class LabeledPatchDataset(CachedItemsDataset):
         epoch = self.epoch
         rng = make_rng(self.seed, "labeled-patch", epoch, index)
         d = len(self.patch_size)
-        geometry = draw_view_geometry(self.spatial, self.patch_size, (0.0,) * d, rng)
-        low, high = valid_centre_range(_extent(geometry), case.image.shape[1:1 + d])
+        spatial, image_source, mask_source = self.spatial, case.image, case.mask
+        if d == 2:
+            axis = resolve_slice_axis(self.slice_axis, case.spacing, case.image.shape)
+            spatial = self._spatial_for_axis(axis)
+        geometry = draw_view_geometry(spatial, self.patch_size, (0.0,) * d, rng)
+        if d == 2:  # the slice through a 3D centre (a uniform one without annotation), then in plane
+            through = self._uniform_voxel(case, rng) if self.unlabeled else self._draw_centre(case, rng)
+            (image_source, mask_source), centre = self._slice_through(case, axis, through)
+        low, high = valid_centre_range(_extent(geometry), image_source.shape[1:1 + d])
         if self.unlabeled:  # uniform over the volume: where the annotation lies must not steer the draw
             centre = low + rng.random(d) * (high - low)
-        else:
-            centre = self._draw_centre(case, rng)[:d]
-        geometry = replace(geometry, centre=tuple(float(c) for c in np.clip(centre, low, high)))
-        image = sample_patch(case.image, geometry, padding_mode=self.spatial.padding_mode)
-        if self.intensity is not None:
+        elif d == 3:
+            centre = self._draw_centre(case, rng)
+        geometry = replace(geometry, centre=tuple(float(c) for c in np.clip(centre[:d], low, high)))
+        image = sample_patch(image_source, geometry, padding_mode=spatial.padding_mode)
+        intensity = self.intensity
+        if intensity is not None and hasattr(intensity, "for_modality"):  # a recipe per case modality
+            preset = intensity.for_modality(case.modality)
+            intensity = preset.apply_intensity if preset is not None else None
+        if intensity is not None:
             generator = make_torch_generator(self.seed, "labeled-intensity", epoch, index)
-            image = self.intensity(image[None], generator)[0]
+            image = intensity(image[None], generator)[0]
         item = {"image": image}
-        if case.mask is not None:
-            mask = sample_patch(case.mask, geometry, mode="nearest", padding_mode="zeros")
+        if mask_source is not None:
+            mask = sample_patch(mask_source, geometry, mode="nearest", padding_mode="zeros")
             item["truth" if self.unlabeled else "mask"] = mask.long()
         elif self.unlabeled:  # -1: no annotation (so batches of annotated and bare volumes collate)
             item["truth"] = torch.full((1, *image.shape[1:]), -1, dtype=torch.long)

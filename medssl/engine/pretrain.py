@@ -180,36 +180,31 @@ def check_spatial_dims(config: Config) -> None:
 
 
 def check_2d_inputs(config: Config, table: Any, cache: Any, root: Path | None) -> None:
-    """2D pretraining (2 patch sizes) reads 2D images (``Z == 1``): refuse 3D volumes up front.
+    """2D pretraining (2 patch sizes): the encoder takes the channels of the slices it will see.
 
-    The data pipeline crops 2D views from 2D images (radiographs, single slices) only; it does not
-    sample slices out of 3D volumes, which would otherwise fail inside the data loader at the first
-    step. Depths come from the manifest's ``shape_z`` (the reoriented grid, the array's ``Z``) when
-    every row has one, else from the preprocessed cache (about a millisecond per volume).
+    2D views are cropped from 2D images as they are and from one slice of each 3D volume, along
+    ``pretrain.augmentation.slice_axis`` with ``slice_context`` neighbours on each side as extra
+    channels (:mod:`medssl.data.slices`); the encoder must take ``image channels * (2 * slice_context
+    + 1)`` channels. The image channels are read from the first preprocessed volume (a millisecond).
 
     Raises:
-        DataError: naming how many volumes are 3D and the first one, with the ways out.
+        ConfigError: ``pretrain.encoder.in_channels`` does not match, naming the number it needs.
     """
-    if len(config.pretrain.augmentation.patch_size) != 2:
+    aug = config.pretrain.augmentation
+    if len(aug.patch_size) != 2 or table.empty:
         return
-    if "shape_z" in table.columns and table["shape_z"].notna().all():
-        depths = [int(z) for z in table["shape_z"]]
-    else:
-        from medssl.data.cache_requests import requests_from_entries
+    from medssl.data.cache_requests import requests_from_entries
+    from medssl.data.slices import context_channels
 
-        depths = [int(cache.get(r.image, r.mask, r.series_uid, modality=r.modality).image.shape[3])
-                  for r in requests_from_entries(table, root)]
-    volumetric = [i for i, depth in enumerate(depths) if depth > 1]
-    if not volumetric:
-        return
-    name = _volume_labels(table.iloc[volumetric[:1]], root)[0]
-    raise DataError(
-        f"2D pretraining (pretrain.augmentation.patch_size={list(config.pretrain.augmentation.patch_size)}) reads 2D "
-        f"images (Z == 1), but {len(volumetric)} of {len(table)} volumes are 3D (first: {name}, "
-        f"{depths[volumetric[0]]} slices). Sampling 2D slices from 3D volumes is not supported: pretrain a 3D "
-        "encoder on them (3 patch sizes, pretrain.encoder.spatial_dims=3), select the 2D images "
-        "(data.modalities), or export the slices as 2D images"
-    )
+    first = requests_from_entries(table.iloc[:1], root)[0]
+    channels = int(cache.get_request(first).image.shape[0])
+    wanted = context_channels(channels, aug.slice_context)
+    if config.pretrain.encoder.in_channels != wanted:
+        raise ConfigError(
+            f"2D pretraining with pretrain.augmentation.slice_context={aug.slice_context} on {channels}-channel "
+            f"images gives {wanted} input channels per slice, but pretrain.encoder.in_channels is "
+            f"{config.pretrain.encoder.in_channels}: set pretrain.encoder.in_channels={wanted}"
+        )
 
 
 def export_method_encoder(method: Any, path: Path, card: dict[str, Any]) -> Path:

@@ -1,7 +1,9 @@
 """Evaluation of a fine-tuned network on whole test cases: per-case tables.
 
 * :func:`evaluate_segmentation`: sliding-window prediction of each whole volume
-  (:func:`medssl.eval.inference.predict_labels`), then Dice, HD95 (mm) and surface Dice per class
+  (:func:`medssl.eval.inference.predict_labels`; a 2D network predicts every slice along
+  ``finetune.slice_axis``, resolved per case from its spacing, and the slices are stacked back into
+  the volume), then Dice, HD95 (mm) and surface Dice per class
   against the case's mask (:func:`medssl.eval.metrics.segmentation_case_metrics`), one row per case.
 * :func:`predict_classification`: class probabilities per case, from the whole volume resized
   (``classification_input: whole``) or the mean of the logits of a sliding grid of patches
@@ -23,6 +25,7 @@ import pandas as pd
 import torch
 
 from medssl.config import FinetuneConfig
+from medssl.data.slices import resolve_slice_axis
 from medssl.eval.cases import LabeledCase, remap_mask, whole_volume_input
 from medssl.eval.inference import predict_labels
 from medssl.eval.metrics import classification_table, segmentation_case_metrics
@@ -44,14 +47,17 @@ def evaluate_segmentation(
     device = device_of(model.network, device)
     rows = []
     for case in cases:
+        image = case.image_tensor()
         prediction = predict_labels(
             model.network,
-            case.image_tensor(),
+            image,
             roi_size=cfg.patch_size,
             spatial_dims=model.spatial_dims,
             sw_batch_size=cfg.sliding_window_batch_size,
             overlap=cfg.sw_overlap,
             device=device,
+            slice_axis=resolve_slice_axis(cfg.slice_axis, case.spacing, tuple(image.shape)),
+            slice_context=cfg.slice_context,
         )
         reference = remap_mask(case.mask_tensor(), cfg.mask_labels)[0]
         row: dict[str, object] = {"case_id": case.case_id}

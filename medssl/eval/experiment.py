@@ -10,7 +10,11 @@ train on (and to validate and test on), an initialisation (``scratch`` or an exp
   (:class:`medssl.data.labeled_patches.LabeledPatchDataset`, positive centres with probability
   ``pos_fraction``, balanced over the classes with ``class_balanced``, flips/small
   rotations/scaling when ``augment``), predicts each test volume by
-  sliding window and scores Dice, HD95 and surface Dice per case;
+  sliding window and scores Dice, HD95 and surface Dice per case; a 2D encoder on 3D volumes is
+  the slice track: 2D (or 2.5D, ``slice_context``) patches of slices along ``finetune.slice_axis``,
+  every slice predicted and stacked back into the volume, the same 3D metrics; the patches'
+  intensities are augmented by ``finetune.intensity_augmentation`` (``none``, ``mild``,
+  ``contrast_randomization``), the same recipe for every init;
 * ``finetune.task: classification``: encoder + head trained with cross-entropy on whole volumes
   (:class:`~medssl.eval.cases.WholeVolumeDataset`) or labeled patches, per-case probabilities;
 * ``linear_probe`` / ``knn_probe``: the frozen encoder's pooled features of the whole volumes,
@@ -95,17 +99,59 @@ def scratch_encoder_config(config: Config, inits: dict[str, str | None] | None =
     return config.pretrain.encoder.model_dump()
 
 
+def finetune_intensity_augmentation(cfg: FinetuneConfig, spatial_dims: int, ct_window: Sequence[float]):
+    """The intensity recipe of ``finetune.intensity_augmentation`` (None for ``none``), the same for
+    every arm; see :mod:`medssl.transforms.finetune_intensity`."""
+    from medssl.transforms.finetune_intensity import FinetuneIntensity
+
+    recipe = FinetuneIntensity(cfg.intensity_augmentation, cfg.intensity_args, ct_window=ct_window,
+                               spatial_dims=spatial_dims)
+    return recipe if recipe.active else None
+
+
 def _patch_dataset(data: LabeledData, ids: Sequence[str], cfg: FinetuneConfig, spatial_dims: int, seed: int,
-                   label_column: str | None):
+                   label_column: str | None, ct_window: Sequence[float] = (-1000.0, 1000.0)):
     from medssl.data.labeled_patches import LabeledPatchDataset
 
     pos = float(cfg.pos_fraction)
     return LabeledPatchDataset(
         data.cache, data.entries_for(list(ids)), dataset_patch_size(cfg, spatial_dims), seed=seed,
         spatial=finetune_spatial_augmentation(cfg.augment), pos=pos, neg=1.0 - pos,
+        intensity=finetune_intensity_augmentation(cfg, spatial_dims, ct_window),
         samples_per_volume=max(1, cfg.batch_size), label_column=label_column,
-        centre_labels=balanced_centre_labels(cfg),
+        centre_labels=balanced_centre_labels(cfg), slice_axis=cfg.slice_axis, slice_context=cfg.slice_context,
     )
+
+
+def slice_track_encoder_config(encoder_config: Any, init: str | os.PathLike | None, cfg: FinetuneConfig,
+                               image_channels: int) -> Any:
+    """The encoder config of a 2D (slice-track) run with its input channels set by the data.
+
+    A 2D network on slices takes ``image_channels * (2 * slice_context + 1)`` channels
+    (:func:`medssl.data.slices.context_channels`): a scratch encoder is built with that many; a
+    pretrained one must have been pretrained with as many (``pretrain.augmentation.slice_context``).
+    3D encoders are returned unchanged.
+
+    Raises:
+        ConfigError: a pretrained 2D encoder takes another number of input channels.
+    """
+    from medssl.data.slices import context_channels
+    from medssl.models import read_card
+
+    config = dict(encoder_config.model_dump() if hasattr(encoder_config, "model_dump") else encoder_config)
+    if int(config.get("spatial_dims", 3)) != 2:
+        return encoder_config
+    wanted = context_channels(image_channels, cfg.slice_context)
+    if is_scratch(init):
+        return dict(config, in_channels=wanted)
+    card_encoder = dict(read_card(init).get("encoder") or {})
+    found = int(card_encoder.get("in_channels", 1))
+    if int(card_encoder.get("spatial_dims", 2)) == 2 and found != wanted:
+        raise ConfigError(f"finetune.slice_context={cfg.slice_context} on {image_channels}-channel images gives "
+                          f"{wanted} input channels, but the pretrained 2D encoder takes {found}: pretrain it with "
+                          f"pretrain.augmentation.slice_context={cfg.slice_context} (and in_channels {wanted}), or "
+                          "fine-tune with the slice_context it was pretrained with")
+    return encoder_config
 
 
 def unlabeled_patch_dataset(data: LabeledData, ids: Sequence[str], cfg: FinetuneConfig, spatial_dims: int,
@@ -125,7 +171,7 @@ def unlabeled_patch_dataset(data: LabeledData, ids: Sequence[str], cfg: Finetune
     return LabeledPatchDataset(
         data.cache, entries, dataset_patch_size(cfg, spatial_dims), seed=seed + 104729,
         spatial=finetune_spatial_augmentation(cfg.augment), samples_per_volume=max(1, cfg.batch_size),
-        unlabeled=True,
+        unlabeled=True, slice_axis=cfg.slice_axis, slice_context=cfg.slice_context,
     )
 
 
@@ -227,9 +273,12 @@ def train_and_evaluate(
         per_case = _long_classification(data, test_ids, probabilities)
         record["feature_dim"] = int(x_train.shape[1])
     elif cfg.task == "segmentation":
+        image_channels = int(data.cases[train_ids[0]].image.shape[0])
+        encoder_config = slice_track_encoder_config(encoder_config, init, cfg, image_channels)
         model = build_finetune_model("segmentation", encoder_config, init, num_classes=cfg.num_classes, seed=seed,
                                      network_args=cfg.network_args, transfer_decoder=cfg.transfer_decoder)
-        patches = _patch_dataset(data, train_ids, cfg, model.spatial_dims, seed, None)
+        patches = _patch_dataset(data, train_ids, cfg, model.spatial_dims, seed, None,
+                                 config.data.preprocess.ct_window)
         unlabeled, strong = None, None
         if cfg.semi.method != "none":
             unlabeled_ids = [c for c in unlabeled_ids if c not in set(train_ids)]
@@ -240,7 +289,10 @@ def train_and_evaluate(
         history = finetune_segmentation(model, patches, cfg, seed=seed, validation=data.subset(list(val_ids)),
                                         num_workers=config.data.num_workers, unlabeled=unlabeled, strong=strong)
         per_case = evaluate_segmentation(model, data.subset(list(test_ids)), cfg)
-        record.update(history=history.as_dict(), transfer=model.transfer_summary())
+        record.update(history=history.as_dict(), transfer=model.transfer_summary(), spatial_dims=model.spatial_dims,
+                      intensity_augmentation=cfg.intensity_augmentation)
+        if model.spatial_dims == 2:
+            record.update(slice_axis=cfg.slice_axis, slice_context=cfg.slice_context)
     else:
         unlabeled, strong = None, None
         if cfg.semi.method != "none":
@@ -259,7 +311,8 @@ def train_and_evaluate(
             dataset = WholeVolumeDataset(data.subset(list(train_ids)), classifier_input_size(cfg), seed=seed,
                                          flip_prob=0.5 if cfg.augment else 0.0)
         else:
-            dataset = _patch_dataset(data, train_ids, cfg, model.spatial_dims, seed, "label")
+            dataset = _patch_dataset(data, train_ids, cfg, model.spatial_dims, seed, "label",
+                                     config.data.preprocess.ct_window)
         history = finetune_classification(model, dataset, cfg, seed=seed, validation=data.subset(list(val_ids)),
                                           num_workers=config.data.num_workers, unlabeled=unlabeled, strong=strong)
         per_case = predict_classification(model, data.subset(list(test_ids)), cfg)

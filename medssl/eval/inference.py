@@ -6,8 +6,10 @@ size), Gaussian blending of the window outputs (importance weighting that trusts
 more than borders), zero padding where the volume is smaller than a window.
 
 What this module adds on top of MONAI: the medssl layout (a volume is ``(C, X, Y, Z)`` with
-``Z == 1`` for a 2D image) and 2D networks on 3D volumes, which are run slice by slice along Z
-(each axial slice is one 2D image of the batch).
+``Z == 1`` for a 2D image) and 2D networks on 3D volumes, which are run slice by slice along
+``slice_axis`` (every slice is one 2D image of the batch, with ``slice_context`` neighbouring slices
+on each side as extra channels for 2.5D networks; :mod:`medssl.data.slices`); the per-slice
+probabilities are stacked back into the volume's exact grid.
 
 Example:
     >>> import torch
@@ -47,13 +49,19 @@ def predict_segmentation(
     overlap: float = 0.25,
     mode: str = "gaussian",
     device: torch.device | str | None = None,
+    slice_axis: int = 2,
+    slice_context: int = 0,
 ) -> torch.Tensor:
     """Class probabilities ``(K, X, Y, Z)`` (softmax) of a whole volume ``image`` ``(C, X, Y, Z)``.
 
-    ``spatial_dims=2``: the network takes ``(B, C, X, Y)``; every Z slice is predicted on its own.
+    ``spatial_dims=2``: the network takes ``(B, C * (2 * slice_context + 1), A, B)``; every slice
+    along ``slice_axis`` (0, 1, 2; resolve ``auto`` with :func:`medssl.data.slices.resolve_slice_axis`)
+    is predicted on its own, the windows of all slices batched ``sw_batch_size`` at a time.
     The network is put in eval mode and left there. The result is on the CPU.
     """
     from monai.inferers import sliding_window_inference
+
+    from medssl.data.slices import slices_to_volume, volume_to_slices
 
     if image.ndim != 4:
         raise ValueError(f"image must be (C, X, Y, Z), got shape {tuple(image.shape)}")
@@ -63,7 +71,7 @@ def predict_segmentation(
     if spatial_dims == 3:
         batch = image.unsqueeze(0)
     else:
-        batch = image.permute(3, 0, 1, 2)  # (Z, C, X, Y): one 2D image per slice
+        batch = volume_to_slices(image, slice_axis, slice_context)  # (S, C', A, B): one 2D image per slice
     logits = sliding_window_inference(
         batch.to(device),
         roi_size=roi,
@@ -77,7 +85,7 @@ def predict_segmentation(
     probabilities = torch.softmax(logits.float(), dim=1)
     if spatial_dims == 3:
         return probabilities[0]
-    return probabilities.permute(1, 2, 3, 0)  # (K, X, Y, Z)
+    return slices_to_volume(probabilities, slice_axis)  # (K, X, Y, Z)
 
 
 def predict_labels(network: nn.Module, image: torch.Tensor, **kwargs) -> torch.Tensor:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from medssl.config import dump_config
-from medssl.data.splits import split_by_patient
+from medssl.data.fixed_split import split_with_designated_test
 from medssl.engine.run_lock import RunFolderLock, prepare_run_dir
 from medssl.eval.data import PATIENT, load_labeled_data, resolve_stratify_column
 from medssl.eval.experiment import scratch_encoder_config, train_and_evaluate
@@ -51,7 +51,9 @@ def run_finetuning(config: Any, run_dir: Any, init: str | None = None) -> Finetu
     """Fine-tune once on every training case of a patient-level split and score the test cases.
 
     The split is :func:`medssl.data.splits.split_by_patient` of ``study.labels`` (``test_fraction``,
-    ``val_fraction``, seed ``config.seed``). ``init``: an exported ``encoder.pt`` or None (scratch).
+    ``val_fraction``, seed ``config.seed``), or the designated test set (``study.test_cases`` or the
+    table's ``study.split_column``; :mod:`medssl.data.fixed_split`) used as given. ``init``: an
+    exported ``encoder.pt`` or None (scratch).
     Writes ``config.yaml``, ``per_case.csv``, ``metrics.json`` (mean metrics, training record,
     transfer report) and ``network.pt`` (the fine-tuned network's state dict) into ``run_dir``.
     """
@@ -64,8 +66,11 @@ def run_finetuning(config: Any, run_dir: Any, init: str | None = None) -> Finetu
         atomic_write_text(run_dir / "config.yaml", dump_config(config))
         data = load_labeled_data(config, config.data.cache_dir or run_dir / "cache")
         stratify = resolve_stratify_column(config, data.table.columns)
-        sides = split_by_patient(data.table, patient_col=PATIENT, test_fraction=config.study.test_fraction,
-                                 val_fraction=config.study.val_fraction, seed=config.seed, stratify_col=stratify)
+        sides = split_with_designated_test(data.table, test_cases=config.study.test_cases,
+                                           split_column=config.study.split_column, patient_col=PATIENT,
+                                           test_fraction=config.study.test_fraction,
+                                           val_fraction=config.study.val_fraction, seed=config.seed,
+                                           stratify_col=stratify)
         ids = {side: list(data.table.loc[sides == side, "case_id"]) for side in ("train", "val", "test")}
         outcome = train_and_evaluate(config, data, init, train_ids=ids["train"], test_ids=ids["test"],
                                      val_ids=ids["val"], seed=config.seed,

@@ -90,7 +90,7 @@ def export_encoder(encoder: Encoder, path: str | os.PathLike, card: dict[str, An
         atomic_torch_save(decoder_state, decoder_path(path))
     atomic_torch_save(state, path)
     atomic_write_text(card_path(path), card_text + "\n")
-    logger.info("exported encoder %s (%d tensors) to %s", encoder_display_name(encoder, detailed=True), len(state),
+    logger.info("exported encoder %s, %d tensors, to %s", encoder_display_name(encoder, detailed=True), len(state),
                 path)
     return path
 

@@ -9,8 +9,9 @@ Design (what makes the numbers trustworthy):
 
 * **Patient-level, fixed test set.** The labeled cases are split once by patient
   (:func:`medssl.data.splits.split_by_patient`, seed ``config.seed``, stratified on
-  ``study.stratify_column``); the test cases are the same for every budget, seed and
-  initialisation. With ``study.folds >= 2`` each patient-level fold
+  ``study.stratify_column``), or the designated test set is used as given (``study.test_cases``
+  or a ``split`` column of the labels table, :mod:`medssl.data.fixed_split`); the test cases are
+  the same for every budget, seed and initialisation. With ``study.folds >= 2`` each patient-level fold
   (:func:`~medssl.data.splits.kfold_by_patient`) is the test set in turn and the results cover
   every case once per seed.
 * **Nested budgets per seed.** For seed ``s`` the labeled subsets of the training pool come from
@@ -128,21 +129,43 @@ def _stratify(config: Config, table: pd.DataFrame, quiet: bool = False) -> str |
 
 
 def make_splits(config: Config, data: LabeledData) -> list[Split]:
-    """The patient-level test set(s) of the study (see module docstring)."""
-    from medssl.data.splits import kfold_by_patient, split_by_patient
+    """The patient-level test set(s) of the study (see module docstring); a designated test set
+    (``study.test_cases`` or the labels table's ``study.split_column``) is used as given."""
+    from medssl.data.fixed_split import designated_sides
+    from medssl.data.splits import kfold_by_patient
 
     study, table = config.study, data.table
     stratify = _stratify(config, table)
+    if study.folds >= 2 and designated_sides(table, study.split_column) is not None:
+        raise ConfigError(f"the labels table's {study.split_column!r} column designates a test set; it does not "
+                          "combine with study.folds (set study.split_column: null to draw k folds)")
     if study.folds >= 2:
         if study.val_fraction > 0:
             raise ConfigError("study.val_fraction with study.folds is not supported: use one or the other")
         folds = kfold_by_patient(table, study.folds, seed=config.seed, patient_col=PATIENT, stratify_col=stratify)
         return [Split(int(f), tuple(table.loc[folds != f, "case_id"]), (), tuple(table.loc[folds == f, "case_id"]))
                 for f in sorted(folds.unique())]
-    sides = split_by_patient(table, patient_col=PATIENT, test_fraction=study.test_fraction,
-                             val_fraction=study.val_fraction, seed=config.seed, stratify_col=stratify)
+    sides = study_sides(config, table, stratify)
     return [Split(0, tuple(table.loc[sides == "train", "case_id"]), tuple(table.loc[sides == "val", "case_id"]),
                   tuple(table.loc[sides == "test", "case_id"]))]
+
+
+def designated_test_set(config: Config, table: pd.DataFrame) -> bool:
+    """Whether the study's test set is designated (``study.test_cases`` or a split column) rather than drawn."""
+    from medssl.data.fixed_split import designated_sides
+
+    return bool(config.study.test_cases) or designated_sides(table, config.study.split_column) is not None
+
+
+def study_sides(config: Config, table: pd.DataFrame, stratify: str | None = None) -> pd.Series:
+    """``train``/``val``/``test`` (or ``excluded``) per row of the labels table: the designated test
+    set when there is one, else a patient-level draw (:func:`medssl.data.fixed_split.split_with_designated_test`)."""
+    from medssl.data.fixed_split import split_with_designated_test
+
+    study = config.study
+    return split_with_designated_test(table, test_cases=study.test_cases, split_column=study.split_column,
+                                      patient_col=PATIENT, test_fraction=study.test_fraction,
+                                      val_fraction=study.val_fraction, seed=config.seed, stratify_col=stratify)
 
 
 def plan_cells(config: Config, data: LabeledData, splits: Sequence[Split]) -> list[CellPlan]:
@@ -295,6 +318,7 @@ def run_label_efficiency(
         "n_patients": int(data.table[PATIENT].nunique()),
         "seeds": {"config_seed": config.seed, "study_seeds": list(study.seeds),
                   "cell_seed": "derive_seed(config.seed, 'cell', seed, fold, budget)"},
+        "test_set": "designated" if designated_test_set(config, data.table) else "drawn",
         "splits": [{"fold": s.fold, "test": list(s.test), "val": list(s.val), "pool_size": len(s.pool)} for s in splits],
         "inits": {name: {"path": None if is_scratch(path) else str(Path(path).resolve()),
                          "fingerprint": init_prints[name]} for name, path in study.inits.items()},

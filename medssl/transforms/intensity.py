@@ -26,6 +26,7 @@ from medssl.transforms.intensity_ct import TISSUE_WINDOWS, HounsfieldScale, HUGa
 from medssl.transforms.intensity_filters import GaussianBlur, ResolutionLoss
 from medssl.transforms.intensity_kspace import Ghosting, GibbsRinging, KSpaceSpikes, Motion
 from medssl.transforms.intensity_noise import GaussianNoise, RicianNoise
+from medssl.transforms.intensity_randomization import RandomIntensityCurve, RandomInversion
 from medssl.transforms.intensity_speckle import Speckle
 
 __all__ = [
@@ -43,7 +44,9 @@ __all__ = [
     "IntensityScale",
     "KSpaceSpikes",
     "Motion",
+    "RandomIntensityCurve",
     "RandomIntensityTransform",
+    "RandomInversion",
     "RandomWindow",
     "ResolutionLoss",
     "RicianNoise",
@@ -70,6 +73,8 @@ INTENSITY_TRANSFORMS: dict[str, type[RandomIntensityTransform]] = {
     "ghosting": Ghosting,
     "motion": Motion,
     "speckle": Speckle,
+    "inversion": RandomInversion,
+    "intensity_curve": RandomIntensityCurve,
 }
 
 

@@ -12,14 +12,19 @@ back to [0, 1] (``clip``), the range the network saw in pretraining.
 preset    intensity transforms, in order (default probability)
 ========  ====================================================================================
 ``ct``    resolution loss along z (0.15), blur (0.2), HU quantum noise (0.5), random tissue
-          window (0.8)
+          window (0.8), [random intensity curve (0), inversion (0)]
 ``mr``    bias field (0.4), motion (0.1), ghosting (0.1), Gibbs ringing (0.15), k-space spikes
           (0.05), anisotropic down-sampling (0.2), Rician noise (0.3), gamma (0.4), intensity
-          scale (0.4)
+          scale (0.4), [random intensity curve (0), inversion (0)]
 ``xr``    blur (0.3), Gaussian noise (0.4), gamma (0.5), contrast (0.5)  — 2D
 ``us``    speckle (0.8), blur (0.3), gamma (0.4), contrast (0.4)  — 2D
 ``none``  nothing: plain crops (evaluation, pretext tasks)
 ========  ====================================================================================
+
+The bracketed transforms are contrast randomisation (:mod:`medssl.transforms.intensity_randomization`,
+the domain randomisation of SynthSeg), off by default in the pretraining presets: switch them on
+with ``curve_prob`` and ``inversion_prob``. Fine-tuning uses them through
+``finetune.intensity_augmentation: contrast_randomization`` (:mod:`medssl.transforms.finetune_intensity`).
 
 ``build_preset(name, **overrides)`` takes the keyword arguments of the preset's builder below
 (``noise_std_hu=(0, 50)``, ``window_prob=1.0``...), plus for every preset ``spatial`` (a dict of
@@ -61,6 +66,7 @@ from medssl.transforms.intensity_ct import HounsfieldScale, HUGaussianNoise, Ran
 from medssl.transforms.intensity_filters import GaussianBlur, ResolutionLoss
 from medssl.transforms.intensity_kspace import Ghosting, GibbsRinging, KSpaceSpikes, Motion
 from medssl.transforms.intensity_noise import GaussianNoise, RicianNoise
+from medssl.transforms.intensity_randomization import RandomIntensityCurve, RandomInversion
 from medssl.transforms.intensity_speckle import Speckle
 from medssl.transforms.spatial import SpatialAugmentation
 
@@ -151,6 +157,9 @@ def ct_preset(
     blur_sigma: Range = (0.4, 1.0),
     lowres_prob: float = 0.15,
     lowres_factor: Range = (1.5, 3.0),
+    curve_prob: float = 0.0,
+    curve_controls: Range = (4, 7),
+    inversion_prob: float = 0.0,
 ) -> AugmentationPreset:
     """CT: thick slices, soft kernels, quantum noise in HU, then a random tissue window.
 
@@ -167,6 +176,8 @@ def ct_preset(
         GaussianBlur(prob=blur_prob, sigma=blur_sigma),
         HUGaussianNoise(prob=noise_prob, std_hu=noise_std_hu, ct_window=scale),
         RandomWindow(prob=window_prob, windows=windows, level_jitter=level_jitter, width_scale=width_scale, ct_window=scale),
+        RandomIntensityCurve(prob=curve_prob, num_controls=curve_controls),
+        RandomInversion(prob=inversion_prob),
     ]
     spatial = SpatialAugmentation(
         flip_prob=(0.5, 0.0, 0.0),
@@ -203,6 +214,9 @@ def mr_preset(
     scale_prob: float = 0.4,
     scale: Range = (0.9, 1.1),
     shift: Range = (-0.05, 0.05),
+    curve_prob: float = 0.0,
+    curve_controls: Range = (4, 7),
+    inversion_prob: float = 0.0,
 ) -> AugmentationPreset:
     """MR: coil bias, k-space defects (motion, ghosting, Gibbs, spikes), thick slices, Rician noise,
     arbitrary intensity scale.
@@ -220,6 +234,8 @@ def mr_preset(
         RicianNoise(prob=noise_prob, std=noise_std),
         Gamma(prob=gamma_prob, gamma=gamma),
         IntensityScale(prob=scale_prob, scale=scale, shift=shift),
+        RandomIntensityCurve(prob=curve_prob, num_controls=curve_controls),
+        RandomInversion(prob=inversion_prob),
     ]
     spatial = SpatialAugmentation(
         flip_prob=(0.5, 0.0, 0.0),

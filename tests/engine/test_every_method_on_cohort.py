@@ -10,8 +10,8 @@ augmentation preset and loss settings. Checked per method: finite losses and col
 Whether the loss *falls* over a real run is measured by ``benchmarks/methods_on_cohort.py``.
 
 A 2D run pretrains a 2D encoder on 2D images (axial slices of the cohort written as ``Z == 1``
-NIfTI files); 2D views are not sampled out of 3D volumes, which ``run_pretraining`` refuses up
-front with a clear error (tested too).
+NIfTI files), and on slices sampled from the cohort's 3D volumes along their slice axis (plain 2D
+and 2.5D); the encoder then loads into the 2D fine-tuning network (tested too).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from medssl.data.manifest import load_manifest, load_manifest_volume, manifest_r
 from medssl.synthetic import make_synthetic_cohort
 from medssl.demo import method_augmentation
 from medssl.engine.pretrain import build_method_from_config, run_pretraining
-from medssl.errors import ConfigError, DataError
+from medssl.errors import ConfigError
+from medssl.eval.networks import build_finetune_model
 from medssl.io import save_volume
 from medssl.io.volume import Volume
 from medssl.methods import PRETEXT_TASKS, build_method, list_methods
@@ -160,9 +161,37 @@ def test_2d_pretraining_on_2d_images(cohort, slices, tmp_path):
     assert encoder.spatial_dims == 2
 
 
-def test_2d_pretraining_refuses_3d_volumes_up_front(cohort, tmp_path):
-    overrides = tiny_overrides("simclr", cohort, patch=(PATCH, PATCH)) + ["pretrain.encoder.spatial_dims=2"]
-    with pytest.raises(DataError, match=r"reads 2D images \(Z == 1\), but 4 of 4 volumes are 3D .*not supported"):
+@pytest.mark.parametrize(("method", "context"), [("simclr", 0), ("genesis", 0), ("simclr", 1)])
+def test_2d_pretraining_on_slices_of_3d_volumes_loads_into_the_2d_network(cohort, tmp_path, method, context):
+    patch = 32 if method == "genesis" else PATCH  # the whole network halves a patch 5 times
+    whole_network = ["pretrain.method_args.decoder=network"] if method == "genesis" else []  # Models Genesis
+    overrides = tiny_overrides(method, cohort, patch=(patch, patch)) + whole_network + [
+        "pretrain.encoder.spatial_dims=2", "pretrain.steps=2", "pretrain.checkpoint_every=2",
+        f"pretrain.augmentation.slice_context={context}", f"pretrain.encoder.in_channels={2 * context + 1}",
+    ]
+    config = load_config(PRETRAIN_CONFIGS / f"{method}.yaml", overrides)
+
+    result = run_pretraining(config, tmp_path / method)  # the cohort's 3D CT volumes, sliced
+
+    metrics = pd.read_csv(result.metrics_path)
+    assert metrics["step"].tolist() == [1, 2] and np.isfinite(metrics["loss"]).all()
+    encoder, card = load_pretrained(result.encoder_path)
+    assert encoder.spatial_dims == 2 and card["encoder"]["in_channels"] == 2 * context + 1
+    model = build_finetune_model("segmentation", None, result.encoder_path, num_classes=3, seed=0)
+    transfer = model.transfer_summary()
+    assert model.spatial_dims == 2
+    assert transfer["n_loaded"] == len(encoder.state_dict()) and transfer["n_missing"] == transfer["n_mismatched"] == 0
+    if method == "genesis":  # the restoration decoder comes along, all but the 1-channel output layer
+        assert transfer["decoder"]["n_loaded"] > 0
+        assert len(transfer["decoder"]["mismatched"]) == 2  # its weight and bias cannot fit 3 classes
+    logits = model.network.eval()(torch.rand(2, 2 * context + 1, 32, 32))
+    assert logits.shape == (2, 3, 32, 32)
+
+
+def test_2d_pretraining_checks_the_channels_of_2_5d_slices_and_the_patch_dims(cohort, tmp_path):
+    overrides = tiny_overrides("simclr", cohort, patch=(PATCH, PATCH)) + [
+        "pretrain.encoder.spatial_dims=2", "pretrain.augmentation.slice_context=1"]  # 3 channels, encoder takes 1
+    with pytest.raises(ConfigError, match=r"gives 3 input channels .* set pretrain.encoder.in_channels=3"):
         run_pretraining(load_config(PRETRAIN_CONFIGS / "simclr.yaml", overrides), tmp_path / "refused")
     assert not (tmp_path / "refused" / "metrics.csv").exists()
     mismatch = tiny_overrides("simclr", cohort, patch=(PATCH, PATCH))  # 3D encoder, 2D patches
