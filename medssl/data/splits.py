@@ -137,8 +137,10 @@ def _draw_patients(
     classes: pd.Series | None,
     n_take: int,
     seed: int,
+    side: str = "test",
 ) -> np.ndarray:
-    """Choose ``n_take`` of ``patients`` (stratified by ``classes`` when given and possible)."""
+    """Choose ``n_take`` of ``patients`` (stratified by ``classes`` when given and possible) for
+    ``side`` (``test`` or ``validation``, named in the warning when stratification is impossible)."""
     if n_take == 0:
         return np.array([], dtype=patients.dtype)
     if classes is not None:
@@ -149,8 +151,8 @@ def _draw_patients(
             _, taken = train_test_split(patients, test_size=n_take, random_state=seed, stratify=strata)
             return np.asarray(taken)
         log.warning(
-            "stratified patient split impossible (class sizes %s for %d of %d patients); drawing unstratified",
-            counts.to_dict(), n_take, len(patients),
+            "a stratified draw of the %d %s patient(s) from %d is impossible (patients per class %s); drawing "
+            "them unstratified", n_take, side, len(patients), counts.to_dict(),
         )
     splitter = GroupShuffleSplit(n_splits=1, test_size=n_take, random_state=seed)
     _, taken = next(splitter.split(patients, groups=patients))
@@ -195,9 +197,9 @@ def split_by_patient(
             "or add patients"
         )
     classes = _patient_classes(df, keys, stratify_col)
-    test = _draw_patients(patients, classes, n_test, seed)
+    test = _draw_patients(patients, classes, n_test, seed, "test")
     rest = np.setdiff1d(patients, test)
-    val = _draw_patients(rest, classes, n_val, seed + 1)
+    val = _draw_patients(rest, classes, n_val, seed + 1, "validation")
     side = pd.Series("train", index=patients)
     side.loc[test] = "test"
     side.loc[val] = "val"

@@ -38,6 +38,24 @@ def _device(model: FinetuneModel, device: torch.device | str | None) -> torch.de
     return torch.device(device) if device is not None else next(model.network.parameters()).device
 
 
+def predict_case(model: FinetuneModel, case: LabeledCase, cfg: FinetuneConfig,
+                 device: torch.device | str | None = None) -> torch.Tensor:
+    """The whole-volume label map ``(X, Y, Z)`` of one case: sliding window over ``patch_size``
+    (2D networks slice by slice along ``slice_axis``, with ``slice_context``), as it is scored."""
+    image = case.image_tensor()
+    return predict_labels(
+        model.network,
+        image,
+        roi_size=cfg.patch_size,
+        spatial_dims=model.spatial_dims,
+        sw_batch_size=cfg.sliding_window_batch_size,
+        overlap=cfg.sw_overlap,
+        device=_device(model, device),
+        slice_axis=resolve_slice_axis(cfg.slice_axis, case.spacing, tuple(image.shape)),
+        slice_context=cfg.slice_context,
+    )
+
+
 def evaluate_segmentation(
     model: FinetuneModel,
     cases: Sequence[LabeledCase],
@@ -50,18 +68,7 @@ def evaluate_segmentation(
     device = _device(model, device)
     rows = []
     for case in cases:
-        image = case.image_tensor()
-        prediction = predict_labels(
-            model.network,
-            image,
-            roi_size=cfg.patch_size,
-            spatial_dims=model.spatial_dims,
-            sw_batch_size=cfg.sliding_window_batch_size,
-            overlap=cfg.sw_overlap,
-            device=device,
-            slice_axis=resolve_slice_axis(cfg.slice_axis, case.spacing, tuple(image.shape)),
-            slice_context=cfg.slice_context,
-        )
+        prediction = predict_case(model, case, cfg, device)
         reference = remap_mask(case.mask_tensor(), cfg.mask_labels)[0]
         row: dict[str, object] = {"case_id": case.case_id}
         row.update(segmentation_case_metrics(
