@@ -130,16 +130,11 @@ def plain_monai_cells(config, out: Path) -> "pd.DataFrame":
     Finished cells are reused from ``out/plain_monai``."""
     import pandas as pd
 
-    from medssl.eval.data import load_labeled_data
-    from medssl.study.label_efficiency import to_long, CellPlan
+    from medssl.study.label_efficiency import CellPlan, to_long
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from plain_monai import train_plain_monai
-
-    data = load_labeled_data(config, config.data.cache_dir)
     folder = out / "plain_monai"
     folder.mkdir(parents=True, exist_ok=True)
-    frames = []
+    frames, jobs = [], []
     for path in sorted((out / "study" / "cells" / "scratch").glob("*.json")):
         record = json.loads(path.read_text())
         done = folder / path.name.replace(".json", ".csv")
@@ -147,17 +142,41 @@ def plain_monai_cells(config, out: Path) -> "pd.DataFrame":
             frames.append(pd.read_csv(done, dtype={"case_id": str}))
             continue
         cell = pd.read_csv(path.with_suffix(".csv"), dtype={"case_id": str})
-        test_ids = sorted(cell["case_id"].unique())
         plan = CellPlan("plain_monai", float(record["budget"]), int(record["seed"]), int(record["fold"]),
-                        tuple(record["train_ids"]), (), tuple(test_ids))
-        per_case, run = train_plain_monai(data, plan.train_ids, plan.test_ids, config.finetune, seed=record["cell_seed"])
-        long = to_long(per_case, plan)
-        (folder / path.name).write_text(json.dumps(run) + "\n")
-        long.to_csv(done, index=False)
-        frames.append(long)
-        print(f"plain MONAI, {plan.n_labeled} labeled, seed {plan.seed}: dice "
-              f"{long.loc[long['metric'] == 'dice', 'value'].mean():.3f} ({run['seconds']:.0f} s)", flush=True)
+                        tuple(record["train_ids"]), (), tuple(sorted(cell["case_id"].unique())))
+        jobs.append((plan, int(record["cell_seed"]), done))
+    if jobs:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        workers = max(1, min(len(jobs), config.study.workers))
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = pool.map(_plain_monai_cell, [config.model_dump(mode="json")] * len(jobs), [j[0] for j in jobs],
+                            [j[1] for j in jobs])
+            for (plan, _, done), (per_case, run) in zip(jobs, runs):
+                long = to_long(per_case, plan)
+                done.with_suffix(".json").write_text(json.dumps(run) + "\n")
+                long.to_csv(done, index=False)
+                frames.append(long)
+                print(f"plain MONAI, {plan.n_labeled} labeled, seed {plan.seed}: dice "
+                      f"{long.loc[long['metric'] == 'dice', 'value'].mean():.3f} ({run['seconds']:.0f} s)", flush=True)
     return pd.concat(frames, ignore_index=True)
+
+
+def _plain_monai_cell(config_json: dict, plan, seed: int):
+    """One plain-MONAI cell in a worker process (one torch thread)."""
+    import torch
+
+    from medssl.config import Config
+    from medssl.eval.data import load_labeled_data
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from plain_monai import train_plain_monai
+
+    torch.set_num_threads(1)
+    config = Config.model_validate(config_json)
+    data = load_labeled_data(config, config.data.cache_dir)
+    return train_plain_monai(data, plan.train_ids, plan.test_ids, config.finetune, seed=seed)
 
 
 def format_table(table) -> str:

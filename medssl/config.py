@@ -434,7 +434,8 @@ class StudyConfig(Section):
     Without ``semi`` every arm uses ``finetune.semi.method`` as it is. ``unlabeled``: a manifest
     (``medssl manifest``, with its locations file) of further unlabeled volumes, such as the archive
     the encoders were pretrained on, added to every semi-supervised cell's unlabeled pool; the
-    volumes of the test and validation patients are left out.
+    volumes of the test and validation patients are left out. ``workers`` > 1 computes that many cells
+    at a time in separate processes (one torch thread each; the same numbers as one process).
     ``evaluation`` is ``finetune`` (the ``finetune`` section) or a probe on frozen features
     (``linear_probe``, ``knn_probe``; classification). ``bootstrap`` resamples (``level`` interval)
     over test cases and, with ``bootstrap_seeds``, over seeds too. ``stratify_column``: the column
@@ -458,6 +459,7 @@ class StudyConfig(Section):
     inits: dict[str, str | None] = Field(default_factory=lambda: {"scratch": None})
     semi: list[Literal["none", "mean_teacher", "uda", "fixmatch", "unimatch"]] | None = None
     unlabeled: str | None = None
+    workers: int = Field(1, ge=1)
     baseline: str = "scratch"
     test_fraction: float = Field(0.3, gt=0, lt=1)
     val_fraction: float = Field(0.0, ge=0, lt=1)

@@ -295,8 +295,12 @@ def run_label_efficiency(
             raise ConfigError(f"study.inits.{name}: encoder file {path} does not exist")
     check_segmentation_patch_size(config)
     atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    data_from_config = data is None
     if data is None:
         data = load_labeled_data(config, config.data.cache_dir or run_dir / "cache")
+        if not config.data.cache_dir:  # worker processes find the same cache
+            config = config.model_copy(deep=True)
+            config.data.cache_dir = str(run_dir / "cache")
     splits = make_splits(config, data)
     plans = plan_cells(config, data, splits)
     base_key = study_key(config, data)
@@ -331,42 +335,45 @@ def run_label_efficiency(
 
     features: dict[str, dict] = {}
     segmentation = config.finetune.task == "segmentation" and study.evaluation == "finetune"
-    frames, computed = [], 0
+    frames: dict[int, pd.DataFrame] = {}
+    pending: list[tuple[int, CellPlan, dict[str, Any]]] = []
     for number, plan in enumerate(plans, start=1):
         key = _cell_key(base_key, plan, init_prints[plan.init])
         finished = _load_finished(run_dir, plan, key) if resume else None
         if finished is not None:
-            frames.append(finished)
+            frames[number] = finished
             continue
-        seed = derive_seed(config.seed, "cell", plan.seed, plan.fold, plan.budget) % (2**31)
         init_path = study.inits[plan.init]
         if study.evaluation != "finetune" and plan.init not in features:
             features[plan.init] = whole_volume_features(config, data, init_path, encoder_config)
-        pictures = segmentation and overlay_cell(plan, study.budgets, study.seeds)
-        outcome = train_and_evaluate(arm_config(config, plan.semi), data, init_path, train_ids=plan.train_ids,
-                                     test_ids=plan.test_ids, val_ids=plan.val_ids, seed=seed,
-                                     encoder_config=encoder_config, features=features.get(plan.init),
-                                     unlabeled_ids=plan.unlabeled_ids,
-                                     unlabeled_entries=archive.get(plan.fold) if plan.semi != "none" else None,
-                                     keep_model=pictures)
-        if pictures and outcome.model is not None:  # one slice per test case for the report's overlays
-            save_slices(_cell_paths(run_dir, plan)[0].with_suffix(SLICES_SUFFIX),
-                        overlay_slices(outcome.model, data.subset(list(plan.test_ids)), config.finetune))
-            outcome.model = None
-        long = to_long(outcome.per_case, plan)
-        record = dict(outcome.record, cell_key=key, init=plan.init, arm=plan.arm, semi=plan.semi,
-                      budget=plan.budget, seed=plan.seed, fold=plan.fold, cell_seed=seed,
-                      train_ids=list(plan.train_ids), finished=now_iso())
+        pending.append((number, plan, {
+            "key": key, "seed": derive_seed(config.seed, "cell", plan.seed, plan.fold, plan.budget) % (2**31),
+            "encoder_config": encoder_config, "run_dir": run_dir,
+            "pictures": bool(segmentation and overlay_cell(plan, study.budgets, study.seeds)),
+            "unlabeled_entries": archive.get(plan.fold) if plan.semi != "none" else None,
+        }))
+
+    def commit(number: int, plan: CellPlan, long: pd.DataFrame, record: dict[str, Any]) -> None:
         csv_path, json_path = _cell_paths(run_dir, plan)
         atomic_write_text(json_path, json.dumps(record, indent=2, default=str) + "\n")
         with atomic_write(csv_path, "w", encoding="utf-8", newline="") as handle:  # the commit marker
             long.to_csv(handle, index=False)
-        frames.append(long)
-        computed += 1
-        headline = cell_headline(long, study.metric)
+        frames[number] = long
         log.info("cell %d/%d: %s, %d labeled case(s), seed %d, fold %d: %s (%.1f s)", number, len(plans),
-                 plan.arm, plan.n_labeled, plan.seed, plan.fold, headline, outcome.record.get("seconds", 0.0))
-    log.info("study: %d cell(s) computed, %d reused from %s", computed, len(plans) - computed, run_dir / "cells")
+                 plan.arm, plan.n_labeled, plan.seed, plan.fold, cell_headline(long, study.metric),
+                 record.get("seconds", 0.0))
+
+    workers = min(study.workers, len(pending))
+    if workers > 1 and study.evaluation == "finetune" and data_from_config:
+        _run_cells_in_processes(config, pending, workers, commit)
+    else:
+        for number, plan, job in pending:
+            long, record = compute_cell(config, data, plan, features=features.get(plan.init), **job)
+            commit(number, plan, long, record)
+    log.info("study: %d cell(s) computed, %d reused from %s", len(pending), len(plans) - len(pending),
+             run_dir / "cells")
+    computed = len(pending)
+    frames = [frames[number] for number in sorted(frames)]
     if not frames:
         raise DataError("the study has no cell to run")
     results = pd.concat(frames, ignore_index=True)
@@ -374,6 +381,56 @@ def run_label_efficiency(
     manifest["cells_computed"] = computed
     write_run_record(run_dir / "manifest.json", manifest)
     return results
+
+
+def compute_cell(config: Config, data: LabeledData, plan: CellPlan, *, key: str, seed: int, encoder_config: Any,
+                 run_dir: Path, pictures: bool, unlabeled_entries: pd.DataFrame | None,
+                 features: dict | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One cell: train the arm on its labeled (and unlabeled) cases, score its test cases; the tidy
+    rows and the cell record. With ``pictures`` the slices of the report's overlays are saved too."""
+    outcome = train_and_evaluate(arm_config(config, plan.semi), data, config.study.inits[plan.init],
+                                 train_ids=plan.train_ids, test_ids=plan.test_ids, val_ids=plan.val_ids, seed=seed,
+                                 encoder_config=encoder_config, features=features, unlabeled_ids=plan.unlabeled_ids,
+                                 unlabeled_entries=unlabeled_entries, keep_model=pictures)
+    if pictures and outcome.model is not None:  # one slice per test case for the report's overlays
+        save_slices(_cell_paths(run_dir, plan)[0].with_suffix(SLICES_SUFFIX),
+                    overlay_slices(outcome.model, data.subset(list(plan.test_ids)), config.finetune))
+        outcome.model = None
+    record = dict(outcome.record, cell_key=key, init=plan.init, arm=plan.arm, semi=plan.semi,
+                  budget=plan.budget, seed=plan.seed, fold=plan.fold, cell_seed=seed,
+                  train_ids=list(plan.train_ids), finished=now_iso())
+    return to_long(outcome.per_case, plan), record
+
+
+def _cell_in_worker(config_json: dict[str, Any], plan: CellPlan, job: dict[str, Any]
+                    ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """:func:`compute_cell` in a worker process: one torch thread, the labeled data read back from the
+    (warm) cache."""
+    import torch
+
+    torch.set_num_threads(1)
+    config = Config.model_validate(config_json)
+    data = load_labeled_data(config, config.data.cache_dir)
+    return compute_cell(config, data, plan, **job)
+
+
+def _run_cells_in_processes(config: Config, pending: Sequence[tuple[int, CellPlan, dict[str, Any]]], workers: int,
+                            commit: Any) -> None:
+    """``study.workers`` cells at a time in separate processes (spawned: no state shared with the
+    parent but the config and the cache on disk); each cell is committed by this process as it ends.
+    A cell's numbers do not depend on the process that computed it (its seed is its own)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    log.info("study: %d cell(s) in %d worker processes (one torch thread each)", len(pending), workers)
+    config_json = config.model_dump(mode="json")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_cell_in_worker, config_json, plan, job): (number, plan)
+                   for number, plan, job in pending}
+        for future in as_completed(futures):
+            number, plan = futures[future]
+            long, record = future.result()
+            commit(number, plan, long, record)
 
 
 def check_segmentation_patch_size(config: Config) -> None:

@@ -310,3 +310,13 @@ def test_semi_supervised_cells_add_an_unlabeled_archive_without_test_patients(co
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "run" / "cells" / "scratch+fixmatch").glob("*.json")]
     pool = manifest["splits"][0]["pool_size"]
     assert record["n_unlabeled"] == pool - 2 + 3
+
+
+def test_cells_in_worker_processes_give_the_numbers_of_one_process(cohort, tmp_path):
+    """study.workers: cells computed in parallel processes, committed by the study, same results."""
+    config = _config(cohort, tmp_path, "study.seeds=[0]", "finetune.steps=3", "study.semi=[none, mean_teacher]")
+    one = run_label_efficiency(config, tmp_path / "one")
+    config.study.workers = 2
+    two = run_label_efficiency(config, tmp_path / "two")
+    pd.testing.assert_frame_equal(one, two)
+    assert len(list((tmp_path / "two" / "cells").glob("*/*.csv"))) == 4
