@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 
+from medssl.data.tables import read_table, write_table
 from medssl.errors import DataError, SplitLeakageError
-from medssl.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -399,31 +399,6 @@ def nested_label_budgets(
 # files
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a manifest or label table: CSV (``.csv``, ``.csv.gz``) or Parquet (``.parquet``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist (build one with `medssl manifest ROOT --out {path.name}`)")
-    try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
-    except Exception as exc:  # pandas and pyarrow raise many kinds
-        raise DataError(f"{path} is not a readable CSV or Parquet table ({exc})") from exc
-
-
-def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``df`` as CSV or Parquet (by suffix), atomically."""
-    path = Path(path)
-    suffix = ".parquet" if path.suffix == ".parquet" else ".csv"
-    with atomic_path(path, suffix=suffix) as tmp:
-        if suffix == ".parquet":
-            df.to_parquet(tmp, index=False)
-        else:
-            df.to_csv(tmp, index=False)
-    return path
-
-
 def write_splits(
     manifest_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -446,7 +421,7 @@ def write_splits(
     Returns:
         ``out_path``.
     """
-    table = read_table(manifest_path)
+    table = read_table(manifest_path, missing_hint=f"build one with `medssl manifest ROOT --out {Path(manifest_path).name}`")
     usable = table["status"].astype(str) == "ok" if "status" in table.columns else pd.Series(True, index=table.index)
     if not usable.any():
         raise DataError(f"{manifest_path}: no row with status 'ok' to split")
