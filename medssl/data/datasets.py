@@ -7,7 +7,8 @@ memory-mapped, computed once) by one fused resampling per view
 intensity), so an item is the same whichever worker, and however many workers, produce it.
 
 :func:`build_pretrain_dataset` -> :class:`PretrainDataset`: items ``{"views": [Tensor(C, *patch),
-...]}`` (global views first, then DINO local crops) for joint-embedding methods, or
+...]}`` (global views first, then DINO local crops; with ``view_mode: voco`` base crops, then random
+crops, and an ``"overlaps"`` tensor) for joint-embedding methods, or
 ``{"input": ..., "target": ...}`` from a pretext task applied to one plain crop. With
 ``aug_cfg.device_side`` the views come without the intensity part and
 :meth:`PretrainDataset.batch_augment` applies it batched on the training device.
@@ -52,6 +53,7 @@ from medssl.data.slices import check_slice_context, resolve_slice_axis, slice_wi
 from medssl.errors import ConfigError, DataError
 from medssl.transforms.spatial import SpatialAugmentation
 from medssl.transforms.views import MultiCropGenerator, TwoViewGenerator
+from medssl.transforms.voco_crops import VoCoCropGenerator
 from medssl.utils.seeding import make_rng, make_torch_generator
 
 logger = logging.getLogger(__name__)
@@ -172,9 +174,13 @@ class PretrainDataset(CachedItemsDataset):
             inputs, target = self.pretext(patch, generator)
             return {"input": inputs, "target": target}
         views = self.views(source, rng)
+        extras: dict[str, Any] = {}
+        if isinstance(views, dict):  # a generator with labels beside its views (VoCo's overlaps)
+            extras = {key: value for key, value in views.items() if key != "views"}
+            views = views["views"]
         if self.intensity is not None and not self.device_side:
             views = [self._intensity(v, generator) for v in views]
-        return {"views": views}
+        return {"views": views, **extras}
 
     def batch_augment(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
         """The intensity part on a collated batch, on its device (``device_side`` mode).
@@ -193,11 +199,21 @@ class PretrainDataset(CachedItemsDataset):
         return out
 
 
-def views_patch_size(views: TwoViewGenerator | MultiCropGenerator) -> tuple[int, ...]:
-    return views.patch_size if isinstance(views, TwoViewGenerator) else views.globals.patch_size
+def views_patch_size(views: TwoViewGenerator | MultiCropGenerator | VoCoCropGenerator) -> tuple[int, ...]:
+    return views.globals.patch_size if isinstance(views, MultiCropGenerator) else views.patch_size
 
 
-def _build_views(aug_cfg: AugmentationConfig, spatial: SpatialAugmentation) -> TwoViewGenerator | MultiCropGenerator:
+def _build_views(aug_cfg: AugmentationConfig, spatial: SpatialAugmentation
+                 ) -> TwoViewGenerator | MultiCropGenerator | VoCoCropGenerator:
+    if aug_cfg.view_mode == "voco":
+        if aug_cfg.local_crops > 0 or aug_cfg.shared_geometry:
+            raise ConfigError("augmentation.view_mode: voco makes its own crops; it does not combine with "
+                              "local_crops > 0 or shared_geometry")
+        try:
+            return VoCoCropGenerator(aug_cfg.patch_size, aug_cfg.voco_base_grid, aug_cfg.voco_random_crops,
+                                     padding_mode=spatial.padding_mode)
+        except ValueError as exc:
+            raise ConfigError(f"augmentation.voco_base_grid / patch_size: {exc}") from exc
     if aug_cfg.local_crops > 0:
         if aug_cfg.shared_geometry:
             raise ConfigError("augmentation.shared_geometry makes every view the same crop; it does not combine "

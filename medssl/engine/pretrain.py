@@ -156,6 +156,13 @@ def build_method_from_config(config: Config) -> Any:
     if getattr(method, "batch_kind", "views") == "views" and aug.num_views < getattr(method, "num_views", 2):
         raise ConfigError(f"method {config.pretrain.method!r} needs {method.num_views} views per sample but "
                           f"pretrain.augmentation.num_views is {aug.num_views}")
+    view_mode = getattr(method, "requires_view_mode", None)
+    if view_mode and aug.view_mode != view_mode:
+        raise ConfigError(f"method {config.pretrain.method!r} needs its own crops: set "
+                          f"pretrain.augmentation.view_mode: {view_mode}")
+    if view_mode is None and aug.view_mode != "overlap":
+        raise ConfigError(f"pretrain.augmentation.view_mode: {aug.view_mode} makes crops for the method "
+                          f"{aug.view_mode!r}, not {config.pretrain.method!r}; use view_mode: overlap")
     if getattr(method, "requires_shared_geometry", False) and not aug.shared_geometry:
         raise ConfigError(f"method {config.pretrain.method!r} compares the views region by region, so they must be "
                           "one crop: set pretrain.augmentation.shared_geometry: true")

@@ -15,6 +15,7 @@
 | ``spark`` | sparse masked modelling, whole segmentation network (CNN) | 1 view |
 | ``mae`` | masked autoencoder, visible tokens only (ViT) | 1 view |
 | ``simmim`` | masked modelling with a mask token and a linear head (ViT, Swin) | 1 view |
+| ``voco`` | volume contrast: a random crop's similarity to base crops = their overlap | base + random crops, overlaps |
 | ``pretext`` and ``rotation``, ``jigsaw``, ``relative_position``, ``slice_order``, ``genesis``, ``inpainting``, ``intensity_restoration``, ``corrupted_region`` | pretext task heads | ``{"input", "target"}`` |
 
 See :mod:`medssl.methods.base` for the interface the engine uses and docs/methods.md for the papers,
@@ -44,6 +45,7 @@ from medssl.methods.simsiam import SimSiam
 from medssl.methods.spark import SparK
 from medssl.methods.swav import SwAV
 from medssl.methods.vicreg import VICReg
+from medssl.methods.voco import VoCo
 
 __all__ = [
     "BYOL",
@@ -62,6 +64,7 @@ __all__ = [
     "SparK",
     "SwAV",
     "VICReg",
+    "VoCo",
     "build_method",
     "cosine_momentum",
     "ema_update_",

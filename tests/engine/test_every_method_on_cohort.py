@@ -54,6 +54,7 @@ SMALL_HEADS: dict[str, dict[str, object]] = {
     "swav": {"projection_hidden_dim": 32, "projection_dim": 16, "num_prototypes": 16, "freeze_prototypes_steps": 1},
     "vicreg": {"projection_hidden_dim": 32, "projection_dim": 32},
     "local_contrastive": {"embedding_dim": 8, "num_regions": 16},
+    "voco": {"projection_hidden_dim": 32, "projection_dim": 16},
     **{task: {"hidden_dim": 32, "decoder_width": 8} for task in PRETEXT_TASKS},
 }
 #: encoder arguments that only shrink a transformer for a CPU test (SimMIM's Swin on 64^3)
