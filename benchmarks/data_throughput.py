@@ -311,7 +311,7 @@ def views_of(batch: Any):
 
 def make_loader(dataset, kind: str, batch_size: int, workers: int):
     if kind == "medssl":
-        from medssl.data.datasets import make_dataloader
+        from medssl.data.loaders import make_dataloader
 
         return make_dataloader(dataset, batch_size=batch_size, num_workers=workers, shuffle=True)
     from monai.data import DataLoader
@@ -432,7 +432,7 @@ def batched_intensity(patch: int, batch: int, repeats: int) -> dict[str, float]:
     CPU with one thread and with torch's default threads; on the GPU when there is one)."""
     import torch
 
-    from medssl.data.datasets import limited_threads
+    from medssl.data.loaders import limited_threads
 
     out: dict[str, float] = {}
     with limited_threads(1):
@@ -478,7 +478,7 @@ def profile_medssl(paths: list[Path], patch: int, cache_dir: Path, items: int, e
     import io
     import pstats
 
-    from medssl.data.datasets import limited_threads
+    from medssl.data.loaders import limited_threads
 
     dataset = build_medssl(paths, patch, cache_dir, elastic=elastic)
     dataset.samples_per_volume = max(1, math.ceil(items / len(paths)))
@@ -529,7 +529,7 @@ def profile_monai(paths: list[Path], patch: int, items: int, elastic: bool = Tru
     torch thread as in a loader worker."""
     from monai.transforms import Compose
 
-    from medssl.data.datasets import limited_threads
+    from medssl.data.loaders import limited_threads
 
     with limited_threads(1):
         return _profile_monai(paths, patch, items, elastic, Compose)

@@ -164,6 +164,12 @@ class AugmentationConfig(Section):
     neighbouring slices on each side as extra channels (2.5D; edge slices repeated;
     ``pretrain.encoder.in_channels`` must then be the image channels times ``2 * slice_context + 1``).
     See :mod:`medssl.data.slices`.
+
+    ``view_mode: voco``: VoCo's crops instead (:mod:`medssl.transforms.voco_crops`): a grid of
+    ``voco_base_grid`` base crops of ``patch_size`` side by side (default 4 x 4 (x 1), the paper's),
+    ``voco_random_crops`` random crops inside that region, and their overlaps (items gain an
+    ``overlaps`` tensor); ``num_views``, ``view_overlap`` and the spatial part of the preset are then
+    unused (the crops are plain, so the overlaps hold).
     """
 
     preset: str = "ct"
@@ -179,6 +185,9 @@ class AugmentationConfig(Section):
     shared_geometry: bool = False
     slice_axis: Literal["auto", 0, 1, 2] = "auto"
     slice_context: int = Field(default=0, ge=0)
+    view_mode: Literal["overlap", "voco"] = "overlap"
+    voco_base_grid: tuple[int, ...] | None = None
+    voco_random_crops: int = Field(default=4, ge=1)
 
     @field_validator("view_overlap")
     @classmethod

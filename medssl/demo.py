@@ -227,6 +227,11 @@ def run_demo(out: Path, quick: bool = False, overrides: Sequence[str] = ()) -> D
     print()
     print(f"Mean {config.study.metric} on the test patients (± sd over seeds, [95% bootstrap interval]):")
     print(format_summary(summary, config.study.metric))
+    from medssl.study.console import study_warnings
+
+    for warning in study_warnings(study_dir, config.study.metric, config.study.baseline):
+        print()
+        print(warning)
     print()
     print(f"Run folder: {out.resolve()}  ({seconds / 60:.1f} min)")
     print(f"  report:      {report}")

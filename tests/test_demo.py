@@ -88,6 +88,19 @@ def test_the_demo_writes_a_complete_run_folder(demo_run, capsys):
     assert "scratch" in report and "simclr" in report and "barlow_twins" in report
 
 
+def test_a_rerun_prints_the_studys_warnings_under_its_table(demo_run, capsys, monkeypatch):
+    from medssl.demo import run_demo
+    from medssl.study import findings
+
+    monkeypatch.setenv("MEDSSL_DEID_SALT", "test-salt-not-secret")  # the fixture's
+    monkeypatch.setenv("MEDSSL_PROGRESS", "0")
+    # whatever the tiny run measured, the demo prints the study's warnings under its table
+    monkeypatch.setattr(findings, "labels_matter_warning", lambda *a, **k: "**Warning: `scratch` is flat**")
+    run_demo(demo_run, quick=True)
+    out = capsys.readouterr().out
+    assert out.index("Mean dice on the test patients") < out.index("Warning: scratch is flat") < out.index("Run folder")
+
+
 def test_the_manifest_records_the_messy_files_without_stopping(demo_run):
     manifest = pd.read_csv(demo_run / "manifest.csv")
     statuses = set(manifest["status"])

@@ -28,9 +28,9 @@ _EXPORTS = {
     "PreprocessedCache": "medssl.data.cache",
     "CachedCase": "medssl.data.cache",
     "build_pretrain_dataset": "medssl.data.datasets",
-    "LabeledPatchDataset": "medssl.data.datasets",
-    "load_labeled_case": "medssl.data.datasets",
-    "make_dataloader": "medssl.data.datasets",
+    "LabeledPatchDataset": "medssl.data.labeled_patches",
+    "load_labeled_case": "medssl.data.labeled_patches",
+    "make_dataloader": "medssl.data.loaders",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -59,14 +59,24 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 
 from medssl.config import PreprocessConfig
+from medssl.data.cache_requests import (
+    CacheRequest,
+    redacted_reason,
+    request_from_row,
+    request_locations,
+    request_name,
+    requests_from_entries,
+)
 from medssl.errors import DataError, DiskFullError, MedsslError, is_disk_full
+from medssl.io.redaction import redacted_logs
 from medssl.io.volume import Volume
 from medssl.utils.atomic import atomic_write, atomic_write_text
+from medssl.utils.provenance import SourceSpec, source_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +84,13 @@ CACHE_FORMAT_VERSION = 1
 #: Bump when :func:`medssl.data.preprocess.preprocess_volume` changes its output for the same input.
 PREPROCESS_CODE_VERSION = 1
 
-SourceSpec = str | os.PathLike | Sequence[str | os.PathLike]
 Loader = Callable[[SourceSpec, str | None], Volume]
 
-__all__ = ["CachedCase", "CacheRequest", "PreprocessedCache", "requests_from_entries", "source_fingerprint"]
+#: ``CacheRequest``, ``request_from_row``, ``requests_from_entries``, ``request_name``, ``redacted_reason``
+#: (:mod:`medssl.data.cache_requests`) and
+#: ``source_fingerprint`` (:mod:`medssl.utils.provenance`) are re-exported for callers of this module.
+__all__ = ["CachedCase", "CacheRequest", "PreprocessedCache", "cached_case", "redacted_reason", "request_from_row",
+           "request_name", "requests_from_entries", "source_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -101,68 +114,11 @@ class CachedCase:
         return tuple(int(s) for s in self.image.shape[1:])  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
-class CacheRequest:
-    """What :meth:`PreprocessedCache.get` needs for one row of a manifest (paths resolved)."""
-
-    image: SourceSpec
-    mask: str | None = None
-    series_uid: str | None = None
-    modality: str | None = None
-    label: str | None = None  # how logs name it: the manifest's volume_id (never a path)
-
-
 def _default_loader(source: SourceSpec, series_uid: str | None) -> Volume:
-    """``medssl.io.load_volume``; NIfTI through ``medssl.io.nifti`` while the io layer lacks it."""
-    import medssl.io as io
+    """:func:`medssl.io.load_volume`."""
+    from medssl.io import load_volume
 
-    load_volume = getattr(io, "load_volume", None)
-    if load_volume is not None:
-        return load_volume(source, series_uid=series_uid) if series_uid else load_volume(source)
-    from medssl.io.nifti import load_nifti
-
-    if isinstance(source, (str, os.PathLike)) and str(source).endswith((".nii", ".nii.gz")):
-        return load_nifti(source)
-    raise DataError(f"cannot load {source}: medssl.io.load_volume is not available in this version")
-
-
-def _list_source_files(source: SourceSpec) -> list[Path]:
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if path.is_dir():
-            return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        return [path]
-    return sorted(Path(p) for p in source)
-
-
-def _content_digest(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def source_fingerprint(source: SourceSpec, mode: Literal["stat", "content"] = "stat") -> list[list[Any]]:
-    """Per file of ``source`` (a file, a series folder or a list of files): ``[path, size, mtime_ns]``
-    (``mode="stat"``) or ``[size, blake2b]`` (``mode="content"``, independent of where it lives).
-
-    Raises :class:`DataError` naming the path when it does not exist or holds no file.
-    """
-    files = _list_source_files(source)
-    if not files:
-        raise DataError(f"{source} holds no file to read (an empty series folder?)")
-    out: list[list[Any]] = []
-    for path in files:
-        try:
-            stat = path.stat()
-        except OSError as exc:
-            raise DataError(f"{path} cannot be read ({exc.strerror or exc}); check the manifest path") from None
-        if mode == "content":
-            out.append([stat.st_size, _content_digest(path)])
-        else:
-            out.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
-    return out
+    return load_volume(source, series_uid=series_uid) if series_uid else load_volume(source)
 
 
 def _data_checksum(array: np.ndarray) -> str:
@@ -289,6 +245,12 @@ class PreprocessedCache:
         while len(self._open) > self.max_open:
             self._open.popitem(last=False)  # drops the memory maps; the OS unmaps them
         return case
+
+    def get_request(self, request: CacheRequest) -> CachedCase:
+        """:meth:`get` for a :class:`~medssl.data.cache_requests.CacheRequest` (a manifest row's files);
+        log records name the volume by :func:`~medssl.data.cache_requests.request_name`."""
+        return self.get(request.image, request.mask, request.series_uid, modality=request.modality,
+                        label=request_name(request))
 
     def contains(self, image_path: SourceSpec, mask_path: str | os.PathLike | None = None,
                  series_uid: str | None = None, *, modality: str | None = None) -> bool:
@@ -495,129 +457,6 @@ class PreprocessedCache:
         return array
 
 
-# ---------------------------------------------------------------------- manifests -> requests
-
-MASK_COLUMNS = ("mask_path", "mask", "label_path", "seg_path")
-
-
-def _cell(row: Any, name: str) -> Any:
-    value = row.get(name) if hasattr(row, "get") else None
-    if value is None:
-        return None
-    try:
-        import pandas as pd
-
-        if not isinstance(value, (list, tuple, np.ndarray)) and pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return value
-
-
-def _resolve(path: str | os.PathLike, root: str | os.PathLike | None) -> str:
-    path = Path(path)
-    if not path.is_absolute() and root is not None:
-        path = Path(root) / path
-    return str(path)
-
-
-def _parse_files(value: Any) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except ValueError:
-                return None
-        else:
-            value = [part for part in text.split(";") if part]
-    files = [str(v) for v in value]
-    return files or None
-
-
-def request_from_row(row: Any, root: str | os.PathLike | None = None) -> CacheRequest:
-    """A :class:`CacheRequest` from one manifest row (a mapping or a pandas row) or a path.
-
-    Columns: ``path`` (required; relative to ``root`` or absolute), optional ``files`` (the
-    series' files: a list, a JSON list or ``;``-separated, relative to ``root`` or to ``path``),
-    ``series_uid``, ``modality`` and a mask column (``mask_path``, ``mask``, ``label_path`` or
-    ``seg_path``).
-    """
-    if isinstance(row, (str, os.PathLike)):
-        return CacheRequest(_resolve(row, root))
-    path = _cell(row, "path")
-    if path is None:
-        raise DataError("a manifest row has no 'path' (the image file or series folder, relative to data.root)")
-    image: SourceSpec = _resolve(path, root)
-    files = _parse_files(_cell(row, "files"))
-    if files:
-        resolved = [_resolve(f, root) for f in files]
-        if not all(os.path.exists(f) for f in resolved):
-            resolved = [str(Path(image) / f) if not os.path.isabs(f) else f for f in files]
-        if all(os.path.exists(f) for f in resolved):
-            image = resolved
-    mask = None
-    for column in MASK_COLUMNS:
-        value = _cell(row, column)
-        if value is not None and str(value).strip():
-            mask = _resolve(value, root)
-            break
-    series_uid = _cell(row, "series_uid")
-    modality = _cell(row, "modality")
-    label = _cell(row, "volume_id")
-    return CacheRequest(image, mask, None if series_uid is None else str(series_uid),
-                        None if modality is None else str(modality), None if label is None else str(label))
-
-
-def requests_from_entries(entries: Any, root: str | os.PathLike | None = None) -> list[CacheRequest]:
-    """Requests for every row of a DataFrame (rows with ``status`` other than ``ok`` are kept: the
-    caller filters), a list of rows or a list of paths."""
-    if hasattr(entries, "iterrows"):
-        if "path" not in entries.columns:
-            raise DataError("the manifest has no 'path' column (image file or series folder per row)")
-        return [request_from_row(row, root) for _, row in entries.iterrows()]
-    return [request_from_row(row, root) for row in entries]
-
-
-def request_name(request: CacheRequest) -> str:
-    """How logs and reports name a request: its ``volume_id``, else a salted pseudonym of its path
-    (``<file-...>``). Export folders carry patient names: no path goes to a log."""
-    if request.label:
-        return request.label
-    from medssl.io import deid
-
-    image = request.image
-    source = os.path.abspath(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else \
-        "\n".join(sorted(os.path.abspath(os.fspath(p)) for p in image))
-    return "<" + deid.pseudonymize(source, "file") + ">"
-
-
-def _request_locations(request: CacheRequest, name: str) -> dict[str, str]:
-    paths = [request.image] if isinstance(request.image, (str, os.PathLike)) else list(request.image)
-    locations = {}
-    for path in paths + ([request.mask] if request.mask else []):
-        text = os.fspath(path)
-        token = name if path is not request.mask else f"<mask of {name}>"
-        locations[text], locations[os.path.abspath(text)] = token, token
-        folder = os.path.dirname(text)
-        if folder and folder not in (os.sep, "."):
-            locations.setdefault(folder, f"{token}/..")
-            locations.setdefault(os.path.abspath(folder), f"{token}/..")
-    return locations
-
-
-def redacted_reason(request: CacheRequest, exc: BaseException) -> str:
-    """The text of ``exc`` with the request's locations replaced by its name (:func:`request_name`)."""
-    from medssl.io.scan import redact_locations
-
-    name = request_name(request)
-    return redact_locations(str(exc), _request_locations(request, name)) or type(exc).__name__
-
-
 def _ensure(cache: PreprocessedCache, request: CacheRequest) -> tuple[str | None, str, str, tuple[int, ...] | None]:
     """Compute (or find) one entry: ``(key, status, reason, spatial shape)``.
 
@@ -626,13 +465,11 @@ def _ensure(cache: PreprocessedCache, request: CacheRequest) -> tuple[str | None
     recorded: it is the cache's disk, not this volume (see ``PreprocessedCache._disk_full_is_fatal``).
     """
     from medssl.io.load import log_names
-    from medssl.io.scan import redacted_logs
 
     name = request_name(request)
     try:
-        with log_names(name), redacted_logs(_request_locations(request, name)):
-            case = cache.get(request.image, request.mask, request.series_uid, modality=request.modality,
-                             label=name)
+        with log_names(name), redacted_logs(request_locations(request, name)):
+            case = cache.get_request(request)
         return case.key, "ok", "", case.spatial_shape
     except DiskFullError:
         raise
@@ -640,6 +477,19 @@ def _ensure(cache: PreprocessedCache, request: CacheRequest) -> tuple[str | None
         reason = redacted_reason(request, exc)
         logger.warning("cannot preprocess %s: %s", name, reason)
         return None, "error", reason, None
+
+
+def cached_case(cache: PreprocessedCache, request: CacheRequest) -> CachedCase:
+    """The cached case of ``request`` for a dataset item; a failure names the volume by its
+    pseudonymous key, never its location (a volume that changed or vanished after the cache was
+    warmed), a full disk stays one."""
+    try:
+        return cache.get_request(request)
+    except DiskFullError:
+        raise
+    except (MedsslError, OSError, ValueError) as exc:
+        raise DataError(f"volume {request_name(request)} cannot be loaded from the preprocessing cache: "
+                        f"{redacted_reason(request, exc)}") from None
 
 
 _WARM_CACHE: PreprocessedCache | None = None
@@ -664,4 +514,4 @@ def _warm_one(request: CacheRequest) -> tuple[str | None, str, str, tuple[int, .
 def iter_cases(cache: PreprocessedCache, requests: Iterable[CacheRequest]) -> Iterator[CachedCase]:
     """The cached case of each request, in order (computing missing ones)."""
     for request in requests:
-        yield cache.get(request.image, request.mask, request.series_uid, modality=request.modality)
+        yield cache.get_request(request)

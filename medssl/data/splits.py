@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 
+from medssl.data.tables import read_table, write_table
 from medssl.errors import DataError, SplitLeakageError
-from medssl.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,10 @@ def _draw_patients(
     classes: pd.Series | None,
     n_take: int,
     seed: int,
+    side: str = "test",
 ) -> np.ndarray:
-    """Choose ``n_take`` of ``patients`` (stratified by ``classes`` when given and possible)."""
+    """Choose ``n_take`` of ``patients`` (stratified by ``classes`` when given and possible) for
+    ``side`` (``test`` or ``validation``, named in the warning when stratification is impossible)."""
     if n_take == 0:
         return np.array([], dtype=patients.dtype)
     if classes is not None:
@@ -149,8 +151,8 @@ def _draw_patients(
             _, taken = train_test_split(patients, test_size=n_take, random_state=seed, stratify=strata)
             return np.asarray(taken)
         log.warning(
-            "stratified patient split impossible (class sizes %s for %d of %d patients); drawing unstratified",
-            counts.to_dict(), n_take, len(patients),
+            "a stratified draw of the %d %s patient(s) from %d is impossible (patients per class %s); drawing "
+            "them unstratified", n_take, side, len(patients), counts.to_dict(),
         )
     splitter = GroupShuffleSplit(n_splits=1, test_size=n_take, random_state=seed)
     _, taken = next(splitter.split(patients, groups=patients))
@@ -195,9 +197,9 @@ def split_by_patient(
             "or add patients"
         )
     classes = _patient_classes(df, keys, stratify_col)
-    test = _draw_patients(patients, classes, n_test, seed)
+    test = _draw_patients(patients, classes, n_test, seed, "test")
     rest = np.setdiff1d(patients, test)
-    val = _draw_patients(rest, classes, n_val, seed + 1)
+    val = _draw_patients(rest, classes, n_val, seed + 1, "validation")
     side = pd.Series("train", index=patients)
     side.loc[test] = "test"
     side.loc[val] = "val"
@@ -397,31 +399,6 @@ def nested_label_budgets(
 # files
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a manifest or label table: CSV (``.csv``, ``.csv.gz``) or Parquet (``.parquet``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist (build one with `medssl manifest ROOT --out {path.name}`)")
-    try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
-    except Exception as exc:  # pandas and pyarrow raise many kinds
-        raise DataError(f"{path} is not a readable CSV or Parquet table ({exc})") from exc
-
-
-def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``df`` as CSV or Parquet (by suffix), atomically."""
-    path = Path(path)
-    suffix = ".parquet" if path.suffix == ".parquet" else ".csv"
-    with atomic_path(path, suffix=suffix) as tmp:
-        if suffix == ".parquet":
-            df.to_parquet(tmp, index=False)
-        else:
-            df.to_csv(tmp, index=False)
-    return path
-
-
 def write_splits(
     manifest_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -444,7 +421,7 @@ def write_splits(
     Returns:
         ``out_path``.
     """
-    table = read_table(manifest_path)
+    table = read_table(manifest_path, missing_hint=f"build one with `medssl manifest ROOT --out {Path(manifest_path).name}`")
     usable = table["status"].astype(str) == "ok" if "status" in table.columns else pd.Series(True, index=table.index)
     if not usable.any():
         raise DataError(f"{manifest_path}: no row with status 'ok' to split")

@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from medssl.engine.sync_batchnorm import convert_batchnorm
 from medssl.errors import ConfigError
 from medssl.models.base import Encoder
+from medssl.utils.devices import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -72,19 +73,6 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name}={value!r} is not an integer (set by torchrun)") from None
 
 
-def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:local_rank`` when CUDA is available, else CPU; ``cuda`` without a GPU is an error."""
-    if preference not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"pretrain.device must be auto, cpu or cuda (got {preference!r})")
-    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ConfigError("pretrain.device=cuda but torch sees no CUDA GPU; use device=cpu or auto")
-    index = local_rank % max(1, torch.cuda.device_count())
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
-
-
 def init_distributed(device_preference: str = "auto", timeout_minutes: float = 30.0) -> DistributedContext:
     """Join the torchrun process group when the environment describes one (see module docstring).
 
@@ -94,13 +82,13 @@ def init_distributed(device_preference: str = "auto", timeout_minutes: float = 3
     if dist.is_available() and dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
         local_rank = _env_int("LOCAL_RANK", rank)
-        device = resolve_device(device_preference, local_rank)
+        device = resolve_device(device_preference, "pretrain.device", local_rank)
         return DistributedContext(rank, world_size, local_rank, device, owns_process_group=False)
     if world_size <= 1:
-        return DistributedContext(device=resolve_device(device_preference, 0))
+        return DistributedContext(device=resolve_device(device_preference, "pretrain.device", 0))
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
-    device = resolve_device(device_preference, local_rank)
+    device = resolve_device(device_preference, "pretrain.device", local_rank)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_available():
         raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed support")

@@ -1,10 +1,9 @@
 """What a run folder records about where it ran: versions, git commit, devices, data fingerprint.
 
 ``environment.json`` lets a reader of a run folder (or a reviewer of a paper) see which code,
-libraries and hardware produced the weights, and whether two runs saw the same data. The data
-fingerprint hashes each volume's path (relative to the data root) and byte size (files of a
-series folder summed), so it survives copying the archive elsewhere (no timestamps) yet changes
-when a volume is added, removed or rewritten to a different size.
+libraries and hardware produced the weights, and whether two runs saw the same data (its
+``data_fingerprint``: :func:`medssl.utils.provenance.volume_files_fingerprint`, each volume's path
+relative to the data root and byte size, so it survives copying the archive elsewhere).
 
 Example:
     >>> info = environment_info(data_fingerprint="abc", extra={"world_size": 1})
@@ -14,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -23,7 +21,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -78,35 +76,3 @@ def environment_info(data_fingerprint: str | None = None, extra: dict[str, Any] 
 
 def write_environment(path: str | os.PathLike, info: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def _size_of(path: Path) -> tuple[int, int]:
-    if path.is_file():
-        return path.stat().st_size, 1
-    if path.is_dir():
-        total = count = 0
-        for child in sorted(path.rglob("*")):
-            if child.is_file():
-                total += child.stat().st_size
-                count += 1
-        return total, count
-    return -1, 0
-
-
-def data_fingerprint(paths: Iterable[str | os.PathLike], root: str | os.PathLike | None = None) -> str:
-    """SHA-256 (16 hex digits) over the sorted ``(path relative to root, bytes, files)`` of each volume."""
-    root_path = Path(root) if root else None
-    records = []
-    for raw in paths:
-        path = Path(raw)
-        full = path if path.is_absolute() or root_path is None else root_path / path
-        label = str(path)
-        if root_path is not None and path.is_absolute():
-            try:
-                label = str(path.relative_to(root_path))
-            except ValueError:
-                label = str(path)
-        size, count = _size_of(full)
-        records.append(f"{label}\t{size}\t{count}")
-    digest = hashlib.sha256("\n".join(sorted(records)).encode("utf-8")).hexdigest()
-    return digest[:16]

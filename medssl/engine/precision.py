@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager
+from typing import Any, ContextManager, Iterable
 
 import torch
 
@@ -80,6 +80,15 @@ class PrecisionPolicy:
             return
         self.scaler.step(optimizer)
         self.scaler.update()
+
+    def clip_and_step(self, optimizer: torch.optim.Optimizer, parameters: Iterable[torch.nn.Parameter],
+                      max_grad_norm: float | None) -> None:
+        """[unscale, clip the gradient norm of ``parameters`` to ``max_grad_norm``] then :meth:`step`:
+        the end of an optimiser step in both training loops (pretraining and fine-tuning)."""
+        if max_grad_norm is not None:
+            self.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_([p for p in parameters if p.grad is not None], max_grad_norm)
+        self.step(optimizer)
 
     def state_dict(self) -> dict[str, Any]:
         return {"precision": self.precision, "scaler": self.scaler.state_dict() if self.scaler else None}

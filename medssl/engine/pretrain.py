@@ -58,13 +58,14 @@ from medssl.engine.distributed import (
     cleanup,
     init_distributed,
 )
-from medssl.engine.environment import data_fingerprint, environment_info, write_environment
+from medssl.engine.environment import environment_info, write_environment
 from medssl.engine.metrics_log import METRICS_FILE
 from medssl.engine.modality_checks import log_modality_choices
 from medssl.engine.run_lock import RunFolderLock, prepare_run_dir
 from medssl.engine.trainer import CHECKPOINT_DIR, LAST_CHECKPOINT, Trainer
 from medssl.errors import ConfigError, DataError, RunError
 from medssl.utils.atomic import atomic_write_text
+from medssl.utils.provenance import volume_files_fingerprint
 from medssl.utils.seeding import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class PretrainResult:
 # ------------------------------------------------------------------------------------- data
 def resolve_entries(config: Config, entries: Any = None) -> tuple["Any", Path | None]:
     """The usable volumes (DataFrame with ``path``) and the folder their relative paths start from."""
-    from medssl.data.datasets import usable_entries
+    from medssl.data.cache_requests import usable_entries
     from medssl.data.manifest import build_manifest, load_manifest, manifest_root
 
     data = config.data
@@ -155,6 +156,13 @@ def build_method_from_config(config: Config) -> Any:
     if getattr(method, "batch_kind", "views") == "views" and aug.num_views < getattr(method, "num_views", 2):
         raise ConfigError(f"method {config.pretrain.method!r} needs {method.num_views} views per sample but "
                           f"pretrain.augmentation.num_views is {aug.num_views}")
+    view_mode = getattr(method, "requires_view_mode", None)
+    if view_mode and aug.view_mode != view_mode:
+        raise ConfigError(f"method {config.pretrain.method!r} needs its own crops: set "
+                          f"pretrain.augmentation.view_mode: {view_mode}")
+    if view_mode is None and aug.view_mode != "overlap":
+        raise ConfigError(f"pretrain.augmentation.view_mode: {aug.view_mode} makes crops for the method "
+                          f"{aug.view_mode!r}, not {config.pretrain.method!r}; use view_mode: overlap")
     if getattr(method, "requires_shared_geometry", False) and not aug.shared_geometry:
         raise ConfigError(f"method {config.pretrain.method!r} compares the views region by region, so they must be "
                           "one crop: set pretrain.augmentation.shared_geometry: true")
@@ -192,11 +200,11 @@ def check_2d_inputs(config: Config, table: Any, cache: Any, root: Path | None) -
     aug = config.pretrain.augmentation
     if len(aug.patch_size) != 2 or table.empty:
         return
-    from medssl.data.cache import requests_from_entries
+    from medssl.data.cache_requests import requests_from_entries
     from medssl.data.slices import context_channels
 
     first = requests_from_entries(table.iloc[:1], root)[0]
-    channels = int(cache.get(first.image, first.mask, first.series_uid, modality=first.modality).image.shape[0])
+    channels = int(cache.get_request(first).image.shape[0])
     wanted = context_channels(channels, aug.slice_context)
     if config.pretrain.encoder.in_channels != wanted:
         raise ConfigError(
@@ -249,8 +257,8 @@ ONE_VOXEL_AXIS = "with one voxel along an axis (3D pretraining needs 2 or more)"
 
 
 def _volume_labels(table: Any, root: Path | None) -> list[str]:
-    """How logs name each row: its pseudonymous ``volume_id`` (:func:`medssl.data.cache.request_name`)."""
-    from medssl.data.cache import request_name, requests_from_entries
+    """How logs name each row: its pseudonymous ``volume_id`` (:func:`medssl.data.cache_requests.request_name`)."""
+    from medssl.data.cache_requests import request_name, requests_from_entries
 
     return [request_name(request) for request in requests_from_entries(table, root)]
 
@@ -384,7 +392,8 @@ def run_pretraining(
             log_modality_choices(config, table)
         data_cfg = config.data.model_copy(update={"root": str(root) if root else None})
         from medssl.data.cache import PreprocessedCache
-        from medssl.data.datasets import build_pretrain_dataset, worker_init_fn
+        from medssl.data.datasets import build_pretrain_dataset
+        from medssl.data.loaders import worker_init_fn
 
         cache_dir = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else run_dir / "cache"
         cache = PreprocessedCache(cache_dir, config.data.preprocess)
@@ -392,7 +401,7 @@ def run_pretraining(
         table, skipped = _warm_cache(cache, table, root, config.data.num_workers, ctx,
                                      spatial_dims=len(config.pretrain.augmentation.patch_size))
         check_2d_inputs(config, table, cache, root)
-        fingerprint = data_fingerprint(table["path"].astype(str).tolist(), root)
+        fingerprint = volume_files_fingerprint(table["path"].astype(str).tolist(), root)
         digest = config_hash(config)
         if ctx.is_main:
             atomic_write_text(run_dir / "config.yaml", dump_config(config))

@@ -18,8 +18,10 @@ rank 0 every ``checkpoint_every`` steps and at the end.
 
 Exactness: an item's randomness depends only on ``(seed, epoch, index)`` (the data pipeline's
 contract); the sampler's order only on ``(seed, epoch)``; device-side augmentation draws from a
-generator derived from ``(seed, step, micro-batch, rank)``; the DataLoader gets its own generator
-(so it does not consume the global one); the global generators are checkpointed. A run stopped
+generator derived from ``(seed, step, micro-batch, rank)``; the DataLoader
+(:func:`medssl.data.loaders.make_dataloader`) tags each index with the sampler's epoch, so the dataset
+copy in a worker process calls its ``set_epoch`` itself, and gets its own generator (so it does not
+consume the global one); the global generators are checkpointed. A run stopped
 after a checkpoint and resumed therefore repeats the uninterrupted run bit for bit on CPU.
 
 Example (a toy method; ``run_pretraining`` builds the real ones from the config):
@@ -54,9 +56,10 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from medssl.config import PretrainConfig
+from medssl.data.loaders import make_dataloader
 from medssl.engine import checkpoint as ckpt
 from medssl.engine.distributed import (
     DistributedContext,
@@ -96,39 +99,6 @@ class TrainOutcome:
     checkpoint_path: Path
     samples_per_second: float
     resumed_from_step: int
-
-
-class _EpochTaggedSampler(torch.utils.data.Sampler):
-    """Yields ``(epoch, index)`` so that the dataset copy in each worker process knows the epoch
-    (``set_epoch`` on the main process does not reach persistent workers)."""
-
-    def __init__(self, sampler: EpochSampler) -> None:
-        self.sampler = sampler
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.sampler.epoch
-        return ((epoch, index) for index in self.sampler)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-
-class _EpochAwareDataset(Dataset):
-    """Calls the wrapped dataset's ``set_epoch`` (in whichever process fetches) before an item."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-        self._epoch: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        epoch, index = key
-        if epoch != self._epoch and callable(getattr(self.dataset, "set_epoch", None)):
-            self.dataset.set_epoch(epoch)
-        self._epoch = epoch
-        return self.dataset[index]
 
 
 def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
@@ -262,17 +232,18 @@ class Trainer:
         loader_generator = torch.Generator()
         loader_generator.manual_seed(derive_seed(self.seed, "dataloader", self.ctx.rank))
         pin = self.device.type == "cuda"
-        self.loader = DataLoader(
-            _EpochAwareDataset(dataset),
-            batch_size=self.micro_batch,
-            sampler=_EpochTaggedSampler(self.sampler),
-            num_workers=num_workers,
-            collate_fn=collate_fn,
-            worker_init_fn=worker_init_fn,
-            pin_memory=pin,
+        self.loader = make_dataloader(
+            dataset,
+            self.micro_batch,
+            num_workers,
+            self.sampler,
             drop_last=True,
-            persistent_workers=num_workers > 0,
+            worker_threads=None,
+            worker_init=worker_init_fn,
+            pin_memory=pin,
+            collate_fn=collate_fn,
             generator=loader_generator,
+            epoch_of=lambda: self.sampler.epoch,
         )
         self._non_blocking = pin
         self.checkpoint_path = self.run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
@@ -382,13 +353,8 @@ class Trainer:
                 loss = loss.float()
                 self.precision.backward(loss / self.accumulation)
             step_loss += loss.detach() / self.accumulation
-        if self.cfg.max_grad_norm is not None:
-            self.precision.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in self.method.parameters() if p.grad is not None], self.cfg.max_grad_norm
-            )
         self.last_lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used
-        self.precision.step(self.optimizer)
+        self.precision.clip_and_step(self.optimizer, self.method.parameters(), self.cfg.max_grad_norm)
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1

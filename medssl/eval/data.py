@@ -13,7 +13,7 @@ the column and the fix), keeps the rows of ``data.modalities``, preprocesses eve
 to [0, 1]) and returns :class:`LabeledData`: the table, one :class:`~medssl.eval.cases.LabeledCase`
 per case (memory-mapped arrays), the cache and a data fingerprint (case ids, labels, patients and
 the path, relative to the table's folder, and byte size of every image and mask file, so it survives
-copying the data elsewhere; see :func:`medssl.engine.environment.data_fingerprint`).
+copying the data elsewhere; see :mod:`medssl.utils.provenance`).
 
 Example::
 
@@ -23,7 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -34,9 +33,11 @@ import numpy as np
 import pandas as pd
 
 from medssl.config import Config
+from medssl.data.tables import read_table
 from medssl.errors import DataError
 from medssl.eval.cases import LabeledCase
 from medssl.utils.logging import progress_bar
+from medssl.utils.provenance import case_records_fingerprint, volume_files_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +62,9 @@ class LabeledData:
         return [self.cases[c] for c in case_ids]
 
     def entries_for(self, case_ids: list[str]) -> pd.DataFrame:
-        """Rows for :class:`medssl.data.datasets.LabeledPatchDataset` (``path``, ``mask``, ``label``...)."""
+        """Rows for :class:`medssl.data.labeled_patches.LabeledPatchDataset` (``path``, ``mask``, ``label``...)."""
         index = self.entries.set_index("case_id")
         return index.loc[list(case_ids)].reset_index()
-
-
-def data_fingerprint(items: Any) -> str:
-    """A short stable hash (16 hex digits) of per-case tuples such as ``(case_id, label, patient, key)``."""
-    digest = hashlib.blake2b(digest_size=8)
-    for text in sorted("|".join(str(v) for v in item) for item in items):
-        digest.update(text.encode("utf-8"))
-        digest.update(b"\x00")
-    return digest.hexdigest()
 
 
 def resolve_stratify_column(config: Config, columns: Any, *, quiet: bool = False) -> str | None:
@@ -98,19 +90,6 @@ def resolve_stratify_column(config: Config, columns: Any, *, quiet: bool = False
                         column)
         return None
     return column
-
-
-def read_labels_table(path: str | os.PathLike) -> pd.DataFrame:
-    """A labels table from CSV or Parquet (case ids and paths read as text)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"labels table {path} does not exist (study.labels; `medssl synth` writes labels.csv)")
-    if path.suffix.lower() == ".parquet":
-        return pd.read_parquet(path)
-    try:
-        return pd.read_csv(path, dtype={"case_id": str, "image": str, "mask": str, "patient_key": str})
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"labels table {path} is not a readable CSV: {exc}") from None
 
 
 def _checked_table(raw: pd.DataFrame, config: Config, source: str, need_mask: bool, need_label: bool) -> pd.DataFrame:
@@ -175,7 +154,8 @@ def load_labeled_data(
         if not study.labels:
             raise DataError("no labeled cases: set study.labels to a labels CSV (case_id, image, mask, label)")
         source = str(study.labels)
-        raw = read_labels_table(study.labels)
+        raw = read_table(study.labels, what="labels table", missing_hint="study.labels; `medssl synth` writes labels.csv",
+                         dtype={"case_id": str, "image": str, "mask": str, "patient_key": str})
         base = Path(root or Path(study.labels).resolve().parent)
     else:
         source, raw = "<table>", table
@@ -213,12 +193,10 @@ def load_labeled_data(
         cases[row.case_id] = LabeledCase(row.case_id, cached.image, cached.mask, label, tuple(cached.spacing),
                                          {"cache_key": cached.key, "modality": cached.modality})
         keys.append((row.case_id, cached.key))
-    from medssl.engine.environment import data_fingerprint as files_fingerprint
-
     files = [p for p in list(entries["path"]) + list(entries["mask"] if "mask" in entries else []) if p]
-    fingerprint = data_fingerprint(
-        [(c, cases[c].label, patients[c]) for c in cases] + [("files", files_fingerprint(files, base))]
+    fingerprint = case_records_fingerprint(
+        [(c, cases[c].label, patients[c]) for c in cases] + [("files", volume_files_fingerprint(files, base))]
     )
     log.info("%d labeled case(s) from %s (%d patient(s)); data fingerprint %s", len(cases), source,
              clean[PATIENT].nunique(), fingerprint)
-    return LabeledData(clean, cases, base, fingerprint, cache, entries, data_fingerprint(keys))
+    return LabeledData(clean, cases, base, fingerprint, cache, entries, case_records_fingerprint(keys))

@@ -30,12 +30,27 @@ from medssl.eval.cases import LabeledCase, remap_mask, whole_volume_input
 from medssl.eval.inference import predict_labels
 from medssl.eval.metrics import classification_table, segmentation_case_metrics
 from medssl.eval.networks import FinetuneModel
+from medssl.utils.devices import device_of
 
 log = logging.getLogger(__name__)
 
 
-def _device(model: FinetuneModel, device: torch.device | str | None) -> torch.device:
-    return torch.device(device) if device is not None else next(model.network.parameters()).device
+def predict_case(model: FinetuneModel, case: LabeledCase, cfg: FinetuneConfig,
+                 device: torch.device | str | None = None) -> torch.Tensor:
+    """The whole-volume label map ``(X, Y, Z)`` of one case: sliding window over ``patch_size``
+    (2D networks slice by slice along ``slice_axis``, with ``slice_context``), as it is scored."""
+    image = case.image_tensor()
+    return predict_labels(
+        model.network,
+        image,
+        roi_size=cfg.patch_size,
+        spatial_dims=model.spatial_dims,
+        sw_batch_size=cfg.sliding_window_batch_size,
+        overlap=cfg.sw_overlap,
+        device=device_of(model.network, device),
+        slice_axis=resolve_slice_axis(cfg.slice_axis, case.spacing, tuple(image.shape)),
+        slice_context=cfg.slice_context,
+    )
 
 
 def evaluate_segmentation(
@@ -47,21 +62,10 @@ def evaluate_segmentation(
     device: torch.device | str | None = None,
 ) -> pd.DataFrame:
     """One row per case: ``case_id`` and the metrics per class (``dice_1``...) and averaged (``dice``)."""
-    device = _device(model, device)
+    device = device_of(model.network, device)
     rows = []
     for case in cases:
-        image = case.image_tensor()
-        prediction = predict_labels(
-            model.network,
-            image,
-            roi_size=cfg.patch_size,
-            spatial_dims=model.spatial_dims,
-            sw_batch_size=cfg.sliding_window_batch_size,
-            overlap=cfg.sw_overlap,
-            device=device,
-            slice_axis=resolve_slice_axis(cfg.slice_axis, case.spacing, tuple(image.shape)),
-            slice_context=cfg.slice_context,
-        )
+        prediction = predict_case(model, case, cfg, device)
         reference = remap_mask(case.mask_tensor(), cfg.mask_labels)[0]
         row: dict[str, object] = {"case_id": case.case_id}
         row.update(segmentation_case_metrics(
@@ -107,7 +111,7 @@ def predict_classification(
     device: torch.device | str | None = None,
 ) -> pd.DataFrame:
     """Per-case table (``case_id``, ``target``, ``prediction``, ``correct``, ``prob_<k>``)."""
-    device = _device(model, device)
+    device = device_of(model.network, device)
     network = model.network.eval()
     probabilities, targets = [], []
     for case in cases:

@@ -7,7 +7,7 @@ train on (and to validate and test on), an initialisation (``scratch`` or an exp
 
 * ``study.evaluation: finetune``, ``finetune.task: segmentation``: builds the segmentation network
   (:func:`~medssl.eval.networks.build_finetune_model`), trains it on random labeled patches
-  (:class:`medssl.data.datasets.LabeledPatchDataset`, positive centres with probability
+  (:class:`medssl.data.labeled_patches.LabeledPatchDataset`, positive centres with probability
   ``pos_fraction``, balanced over the classes with ``class_balanced``, flips/small
   rotations/scaling when ``augment``), predicts each test volume by
   sliding window and scores Dice, HD95 and surface Dice per case; a 2D encoder on 3D volumes is
@@ -47,10 +47,11 @@ from medssl.errors import ConfigError
 from medssl.eval.cases import WholeVolumeDataset, whole_volume_input
 from medssl.eval.data import LabeledData
 from medssl.eval.evaluate import classifier_input_size, evaluate_segmentation, predict_classification
-from medssl.eval.finetune import finetune_classification, finetune_segmentation, resolve_device
+from medssl.eval.finetune import finetune_classification, finetune_segmentation
 from medssl.eval.metrics import classification_table
 from medssl.eval.networks import SCRATCH, build_finetune_model, is_scratch, load_encoder
 from medssl.eval.probes import extract_features, knn_k_used, knn_probe, linear_probe
+from medssl.utils.devices import resolve_device
 from medssl.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def finetune_intensity_augmentation(cfg: FinetuneConfig, spatial_dims: int, ct_w
 
 def _patch_dataset(data: LabeledData, ids: Sequence[str], cfg: FinetuneConfig, spatial_dims: int, seed: int,
                    label_column: str | None, ct_window: Sequence[float] = (-1000.0, 1000.0)):
-    from medssl.data.datasets import LabeledPatchDataset
+    from medssl.data.labeled_patches import LabeledPatchDataset
 
     pos = float(cfg.pos_fraction)
     return LabeledPatchDataset(
@@ -159,7 +160,7 @@ def unlabeled_patch_dataset(data: LabeledData, ids: Sequence[str], cfg: Finetune
     their annotation, then the ``extra`` unlabeled volumes (manifest rows with absolute paths), patch
     centres uniform over each volume, the same mild geometry as the labeled patches; an annotation,
     where there is one, rides along as ``"truth"`` for diagnostics only."""
-    from medssl.data.datasets import LabeledPatchDataset
+    from medssl.data.labeled_patches import LabeledPatchDataset
 
     rows = [data.entries_for(list(ids))] if ids else []
     if extra is not None and len(extra):
@@ -211,7 +212,7 @@ def whole_volume_features(config: Config, data: LabeledData, init: str | os.Path
     """Pooled features of every case's whole volume from the frozen encoder of ``init`` (probes)."""
     seed_everything(config.seed)  # a scratch encoder's random weights depend on the run seed only
     encoder, _ = load_encoder(init, encoder_config)
-    device = resolve_device(config.finetune.device)
+    device = resolve_device(config.finetune.device, "finetune.device")
     encoder.to(device)
     size = classifier_input_size(config.finetune)
     ids = list(data.cases)

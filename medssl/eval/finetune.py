@@ -2,7 +2,7 @@
 
 Segmentation (:func:`finetune_segmentation`): the network from
 :func:`medssl.eval.networks.build_finetune_model` is trained on random patches (a dataset yielding
-``{"image": (C, *patch), "mask": (1, *patch)}``, such as :class:`medssl.data.datasets.LabeledPatchDataset`
+``{"image": (C, *patch), "mask": (1, *patch)}``, such as :class:`medssl.data.labeled_patches.LabeledPatchDataset`
 with its positive/negative centre ratio) with MONAI's ``DiceCELoss`` (soft Dice over the foreground
 classes, computed over the whole batch, plus cross-entropy over all classes; softmax outputs), for
 ``steps`` optimiser steps. Whole volumes are then predicted by sliding window
@@ -39,13 +39,15 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from medssl.config import FinetuneConfig
-from medssl.errors import ConfigError, DataError, TrainingDivergedError
+from medssl.data.loaders import make_dataloader
+from medssl.errors import DataError, TrainingDivergedError
 from medssl.eval.cases import LabeledCase, remap_mask
 from medssl.eval.networks import FinetuneModel, network_state
 from medssl.eval.param_groups import FrozenNormEval, freeze_parameters, layerwise_parameter_groups
+from medssl.utils.devices import resolve_device
 from medssl.utils.logging import progress_bar
 from medssl.utils.memory_format import use_channels_last, wants_channels_last
 from medssl.utils.seeding import make_torch_generator
@@ -82,15 +84,6 @@ class FinetuneHistory:
         }
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto``: the GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("finetune.device=cuda but no CUDA GPU is available; use auto or cpu")
-    return torch.device(name)
-
-
 def _epoch_batches(n_items: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """A seeded permutation of ``range(n_items)`` cut into batches (the last one may be short)."""
     order = torch.randperm(n_items, generator=make_torch_generator(seed, "finetune-order", epoch)).tolist()
@@ -99,8 +92,8 @@ def _epoch_batches(n_items: int, batch_size: int, seed: int, epoch: int) -> list
 
 def iterate_batches(dataset: Dataset, batch_size: int, *, seed: int, num_workers: int = 0) -> Iterator[Any]:
     """Endless batches: epoch after epoch, ``set_epoch(epoch)`` on the dataset (when it has one), then
-    a seeded order. Workers are restarted each epoch so they see the epoch; items depend only on
-    ``(seed, epoch, index)``, never on the worker."""
+    a seeded order (:func:`medssl.data.loaders.make_dataloader`, which passes the epoch to the
+    workers with each index). Items depend only on ``(seed, epoch, index)``, never on the worker."""
     n_items = len(dataset)  # type: ignore[arg-type]
     if n_items == 0:
         raise DataError("the fine-tuning dataset is empty (no labeled training case)")
@@ -108,8 +101,9 @@ def iterate_batches(dataset: Dataset, batch_size: int, *, seed: int, num_workers
     while True:
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_sampler=_epoch_batches(n_items, batch_size, seed, epoch),
-                            num_workers=num_workers)
+        loader = make_dataloader(dataset, None, num_workers,
+                                 batch_sampler=_epoch_batches(n_items, batch_size, seed, epoch),
+                                 worker_threads=None, pin_memory=False, persistent_workers=False)
         yield from loader
         epoch += 1
 
@@ -183,10 +177,7 @@ def _train_loop(
                 f"fine-tuning loss became {loss.item()} at step {step} (init {model.init}); lower finetune.optimizer.lr"
             )
         precision.backward(loss)
-        if cfg.max_grad_norm is not None:
-            precision.unscale_(optimizer)
-            nn.utils.clip_grad_norm_([p for p in network.parameters() if p.requires_grad], cfg.max_grad_norm)
-        precision.step(optimizer)
+        precision.clip_and_step(optimizer, network.parameters(), cfg.max_grad_norm)
         history.learning_rates.append(max(float(g["lr"]) for g in optimizer.param_groups))
         scheduler.step()
         if after_step is not None:
@@ -241,7 +232,7 @@ def finetune_segmentation(
     """
     if model.task != "segmentation":
         raise ValueError(f"finetune_segmentation needs a segmentation model, got {model.task}")
-    device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    device = torch.device(device) if device is not None else resolve_device(cfg.device, "finetune.device")
     criterion = segmentation_loss()
 
     def labeled_inputs(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -379,7 +370,7 @@ def finetune_classification(
     ``"truth"``) add the per-case consistency loss (pseudo-labels of whole cases; no CutMix)."""
     if model.task != "classification":
         raise ValueError(f"finetune_classification needs a classification model, got {model.task}")
-    device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    device = torch.device(device) if device is not None else resolve_device(cfg.device, "finetune.device")
     criterion = nn.CrossEntropyLoss()
 
     def labeled_inputs(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:

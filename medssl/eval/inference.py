@@ -26,6 +26,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from medssl.utils.devices import device_of
+
 
 def _window(roi_size: Sequence[int], spatial_dims: int) -> tuple[int, ...]:
     roi = tuple(int(s) for s in roi_size)
@@ -63,7 +65,7 @@ def predict_segmentation(
 
     if image.ndim != 4:
         raise ValueError(f"image must be (C, X, Y, Z), got shape {tuple(image.shape)}")
-    device = torch.device(device) if device is not None else next(network.parameters()).device
+    device = device_of(network, device)
     network.eval()
     roi = _window(roi_size, spatial_dims)
     if spatial_dims == 3:

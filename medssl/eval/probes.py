@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from medssl.utils.devices import device_of
+
 log = logging.getLogger(__name__)
 
 
@@ -48,7 +50,7 @@ def extract_features(
     device: torch.device | str | None = None,
 ) -> np.ndarray:
     """Pooled features ``(N, feature_dim)`` of inputs ``(C, *spatial)`` of one shape, batched."""
-    device = torch.device(device) if device is not None else next(encoder.parameters()).device
+    device = device_of(encoder, device)
     was_training = encoder.training
     encoder.eval()
     features, batch = [], []

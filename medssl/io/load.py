@@ -27,7 +27,7 @@ from medssl.io import deid
 from medssl.io.dicom import load_dicom
 from medssl.io.limits import ReadLimits
 from medssl.io.nifti import NonFinitePolicy, handle_nonfinite, is_nifti_path, load_nifti
-from medssl.io.scan import redacted_logs
+from medssl.io.redaction import redacted_logs
 from medssl.io.volume import Volume
 
 logger = logging.getLogger(__name__)

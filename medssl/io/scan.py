@@ -10,8 +10,9 @@ De-identification boundary: a record leaves its worker with pseudonymous keys on
 SeriesInstanceUID is blanked and the path made relative to the root. Export folders and file names
 often carry patient names, so no location leaves a worker inside text either: a reason or a log
 record written while a file is read names it ``<file>`` (its folder ``<folder>``, its JSON sidecar
-``<sidecar>``, the scanned folder ``<root>``; see :func:`redact_locations` and
-:func:`redacted_logs`). Log records about a NIfTI file name its manifest ``volume_id`` instead.
+``<sidecar>``, the scanned folder ``<root>``; the redaction itself is :mod:`medssl.io.redaction`,
+whose names this module re-exports). Log records about a NIfTI file name its manifest
+``volume_id`` instead.
 
 Gap filled here: pydicom and nibabel read one file at a time; the process pool, chunking and
 per-series reuse of decoded acquisition fields are what make thousands of headers per second.
@@ -36,9 +37,8 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import re
 import threading
-from typing import Iterator, Mapping, Sequence
+from typing import Iterator, Sequence
 
 from medssl.errors import VolumeReadError
 from medssl.io import deid
@@ -47,140 +47,25 @@ from medssl.io.dicom_header import DicomHeader, read_header
 from medssl.io.dicom_raw import EmptyFileError, NotDicomError
 from medssl.io.limits import ReadLimits, as_limits
 from medssl.io.nifti import is_nifti_path, nifti_summary
+from medssl.io.redaction import (
+    REDACTED_LOGGERS,
+    LocationRedactor,
+    filtered_io_loggers,
+    redact_locations,
+    redacted_logs,
+    rewrite_record,
+)
 from medssl.utils.logging import progress_options
 
 logger = logging.getLogger(__name__)
 
+#: ``REDACTED_LOGGERS``, ``LocationRedactor``, ``redact_locations`` and ``redacted_logs``
+#: (:mod:`medssl.io.redaction`) are re-exported for existing callers.
+__all__ = ["AUTO_POOL_MIN_FILES", "REDACTED_LOGGERS", "FileRecord", "LocationRedactor", "default_workers",
+           "list_files_with_stats", "nifti_volume_id", "redact_locations", "redacted_logs", "scan_file", "scan_files"]
+
 #: Below this many files, ``workers=None`` reads in the calling process (a pool costs more).
 AUTO_POOL_MIN_FILES = 200
-
-#: Loggers whose records :func:`redacted_logs` rewrites (plus every ``medssl.io.*`` logger).
-REDACTED_LOGGERS: tuple[str, ...] = ("medssl.io", "pydicom", "nibabel", "nibabel.global")
-
-#: Locations shorter than this are not redacted (``"."``, one-letter folders: no name fits, and
-#: replacing them would garble ordinary words of a message).
-_MIN_LOCATION_LENGTH = 3
-
-
-# ---------------------------------------------------------------------------------------------
-# Locations out of text
-
-
-def _variants(location: str) -> set[str]:
-    """The spellings a path takes in messages: as given, with either separator (a manifest built on
-    one system, read on another), and as ``repr`` writes Windows separators (doubled backslashes)."""
-    forms = {location, location.replace("\\", "/"), location.replace("/", "\\")}
-    forms |= {f.replace("\\", "\\\\") for f in list(forms) if "\\" in f}
-    return {f for f in forms if len(f) >= _MIN_LOCATION_LENGTH and f not in (".", "..")}
-
-
-class LocationRedactor:
-    """Replaces given locations (paths) in text by tokens; see :func:`redact_locations`.
-
-    The regular expression is compiled on first use: a scan makes one redactor per file and most
-    files never need it (no reason, no log record).
-    """
-
-    __slots__ = ("locations", "_pattern", "_tokens")
-
-    def __init__(self, locations: Mapping[str, str]):
-        self.locations = dict(locations)
-        self._pattern: re.Pattern | None = None
-        self._tokens: dict[str, str] | None = None
-
-    def _compile(self) -> None:
-        tokens: dict[str, str] = {}
-        for location, token in sorted(self.locations.items(), key=lambda item: -len(os.fspath(item[0]))):
-            for form in _variants(os.fspath(location)):
-                tokens.setdefault(form, token)
-        self._tokens = tokens
-        if tokens:
-            alternatives = "|".join(re.escape(form) for form in sorted(tokens, key=len, reverse=True))
-            # A location counts where it stands as a whole path: not inside a longer name (``ct`` in
-            # ``object``) nor a token already put in (``<path>``, ``files[1]``); followed by a
-            # separator (a folder of a longer path) or a full stop is fine.
-            self._pattern = re.compile(rf"(?<![\w^\-<])(?:{alternatives})(?![\w^\-\[>]|\.\w)")
-
-    def __call__(self, text: str | None) -> str | None:
-        if not text or not self.locations:
-            return text
-        if self._tokens is None:
-            self._compile()
-        if self._pattern is None:
-            return text
-        tokens = self._tokens
-        assert tokens is not None
-        return self._pattern.sub(lambda match: tokens[match.group(0)], text)
-
-
-def redact_locations(text: str | None, locations: Mapping[str, str]) -> str | None:
-    """``text`` with every location in ``locations`` (a path, absolute or relative, in any of its
-    spellings: either separator, ``repr``-escaped) replaced by its token, longest first.
-
-    Gap filled here: exception texts of pydicom, nibabel and the OS embed the file's path, and PACS
-    exports put patient names in folder and file names. Only whole paths are replaced (never a
-    single folder name inside other words); locations shorter than 3 characters are left alone.
-
-    Example:
-        >>> redact_locations("cannot open '/data/SMITH^JO/ct/1.dcm': denied", {"/data/SMITH^JO/ct/1.dcm": "<file>"})
-        "cannot open '<file>': denied"
-    """
-    return LocationRedactor(locations)(text)
-
-
-class _RedactingFilter(logging.Filter):
-    """Rewrites a record's message with a :class:`LocationRedactor` (records are never dropped)."""
-
-    def __init__(self, redactor: LocationRedactor):
-        super().__init__()
-        self.redactor = redactor
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string: leave it to the handler to report
-            return True
-        redacted = self.redactor(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-
-_logger_cache: tuple[int, list[logging.Logger]] = (-1, [])
-
-
-def _redacted_loggers() -> list[logging.Logger]:
-    """:data:`REDACTED_LOGGERS` and every ``medssl.io.*`` logger (cached until a logger is added)."""
-    global _logger_cache
-    known = logging.root.manager.loggerDict
-    if _logger_cache[0] != len(known):
-        names = set(REDACTED_LOGGERS) | {n for n in list(known) if n.startswith("medssl.io.")}
-        _logger_cache = (len(known), [logging.getLogger(n) for n in sorted(names)])
-    return _logger_cache[1]
-
-
-@contextlib.contextmanager
-def redacted_logs(locations: Mapping[str, str] | LocationRedactor) -> Iterator[None]:
-    """Within the block, records of the io loggers (``medssl.io.*``, pydicom, nibabel) name no
-    location of ``locations``: each is replaced by its token (:func:`redact_locations`).
-
-    A :class:`logging.Filter` on each of those loggers (a filter on a parent logger does not see
-    its children's records); harmless to records that hold none of the locations.
-    """
-    redactor = locations if isinstance(locations, LocationRedactor) else LocationRedactor(locations)
-    if not redactor.locations:
-        yield
-        return
-    log_filter = _RedactingFilter(redactor)
-    loggers = list(_redacted_loggers())
-    for target in loggers:
-        target.addFilter(log_filter)
-    try:
-        yield
-    finally:
-        for target in loggers:
-            target.removeFilter(log_filter)
-
 
 def nifti_volume_id(rel: str, salt: bytes) -> str:
     """The manifest ``volume_id`` of the NIfTI file ``rel`` (POSIX path relative to the root)."""
@@ -241,15 +126,8 @@ class _CurrentFileFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         current = _reading.file
-        if current is None:
-            return True
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string: leave it to the handler to report
-            return True
-        redacted = LocationRedactor(_log_locations(*current))(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
+        if current is not None:
+            rewrite_record(record, LocationRedactor(_log_locations(*current)))
         return True
 
 
@@ -260,17 +138,12 @@ def _file_log_redaction() -> Iterator[None]:
     if _reading.installed:
         yield
         return
-    log_filter = _CurrentFileFilter()
-    loggers = list(_redacted_loggers())
-    for target in loggers:
-        target.addFilter(log_filter)
-    _reading.installed = True
-    try:
-        yield
-    finally:
-        _reading.installed, _reading.file = False, None
-        for target in loggers:
-            target.removeFilter(log_filter)
+    with filtered_io_loggers(_CurrentFileFilter()):
+        _reading.installed = True
+        try:
+            yield
+        finally:
+            _reading.installed, _reading.file = False, None
 
 
 def _log_locations(root: str, rel: str, salt: bytes) -> dict[str, str]:

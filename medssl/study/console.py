@@ -27,8 +27,7 @@ def _plain(text: str) -> str:
 
 def study_table_text(run_dir: str | os.PathLike, metric: str, baseline: str = "scratch") -> str:
     """The headline table, the difference table and the warnings of the study in ``run_dir``."""
-    from medssl.study.findings import labels_matter_warning, never_predicted_warning
-    from medssl.study.report import class_label_of, difference_table, performance_table, read_results
+    from medssl.study.report import difference_table, performance_table
 
     run_dir = Path(run_dir)
     summary = pd.read_csv(run_dir / "summary.csv")
@@ -39,18 +38,27 @@ def study_table_text(run_dir: str | os.PathLike, metric: str, baseline: str = "s
     if baseline in set(table["init"]) and table["init"].nunique() > 1:
         lines += ["", f"difference to {baseline} [paired 95% CI] (* excludes zero)",
                   difference_table(table, metric, baseline).to_string(index=False)]
-    manifest: dict = {}
-    manifest_path = run_dir / "manifest.json"
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    config = manifest.get("config") or {}
-    results_path = run_dir / "results.csv"
-    if results_path.is_file():
-        results = read_results(results_path)
-        warnings = [never_predicted_warning(results, class_label_of(manifest))]
-        if (config.get("study") or {}).get("evaluation", "finetune") == "finetune":
-            warnings.insert(0, labels_matter_warning(results, metric, baseline=baseline,
-                                                     steps=(config.get("finetune") or {}).get("steps")))
-        lines += ["\n" + _plain(w) for w in warnings if w]
+    lines += ["\n" + warning for warning in study_warnings(run_dir, metric, baseline)]
     lines += ["", f"report: {run_dir / 'report.md'} and {run_dir / 'report.html'}"]
     return "\n".join(lines)
+
+
+def study_warnings(run_dir: str | os.PathLike, metric: str, baseline: str = "scratch") -> list[str]:
+    """The warnings of the study in ``run_dir`` as plain text: the baseline does not rise with labels
+    (fine-tuning studies), a class never predicted where present (:mod:`medssl.study.findings`)."""
+    from medssl.study import findings
+    from medssl.study.report import class_label_of, read_results
+
+    run_dir = Path(run_dir)
+    results_path = run_dir / "results.csv"
+    if not results_path.is_file():
+        return []
+    manifest_path = run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    config = manifest.get("config") or {}
+    results = read_results(results_path)
+    warnings = [findings.never_predicted_warning(results, class_label_of(manifest))]
+    if (config.get("study") or {}).get("evaluation", "finetune") == "finetune":
+        warnings.insert(0, findings.labels_matter_warning(results, metric, baseline=baseline,
+                                                          steps=(config.get("finetune") or {}).get("steps")))
+    return [_plain(w) for w in warnings if w]

@@ -3,7 +3,7 @@
 :func:`run_label_efficiency` runs every cell ``init x budget x seed (x fold)`` of a study and
 returns the tidy per-case results (:data:`medssl.study.summary.RESULT_COLUMNS`);
 :func:`run_study_from_config` (``medssl study``, ``pipelines/label_efficiency.py``) also writes the
-report (:func:`medssl.study.report.write_report`) and the run manifest.
+report (:func:`medssl.study.report.write_report`) and the run record (:mod:`medssl.study.run_record`).
 
 Design (what makes the numbers trustworthy):
 
@@ -52,10 +52,11 @@ from medssl.errors import ConfigError, DataError
 from medssl.eval.data import PATIENT, LabeledData, load_labeled_data, resolve_stratify_column
 from medssl.eval.experiment import scratch_encoder_config, train_and_evaluate, whole_volume_features
 from medssl.eval.networks import check_patch_size, is_scratch
-from medssl.study.manifest import collect_environment, fingerprint_file, fingerprint_text, now_iso, write_manifest
 from medssl.study.overlays import SLICES_SUFFIX, overlay_cell, overlay_slices, save_slices
+from medssl.study.run_record import collect_environment, now_iso, write_run_record
 from medssl.study.summary import RESULT_COLUMNS
 from medssl.utils.atomic import atomic_write, atomic_write_text
+from medssl.utils.provenance import file_fingerprint, text_fingerprint
 from medssl.utils.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -189,17 +190,17 @@ def plan_cells(config: Config, data: LabeledData, splits: Sequence[Split]) -> li
 
 
 def _init_fingerprints(inits: dict[str, str | None]) -> dict[str, str]:
-    return {name: "scratch" if is_scratch(path) else fingerprint_file(path) for name, path in inits.items()}
+    return {name: "scratch" if is_scratch(path) else file_fingerprint(path) for name, path in inits.items()}
 
 
 def study_key(config: Config, data: LabeledData) -> str:
     """Everything a cell's numbers depend on besides its init, seed, fold and cases."""
-    return fingerprint_text(
+    return text_fingerprint(
         json.dumps(config.finetune.model_dump(mode="json"), sort_keys=True),
         json.dumps(config.data.preprocess.model_dump(mode="json"), sort_keys=True),
         json.dumps(config.pretrain.encoder.model_dump(mode="json"), sort_keys=True),
         config.study.evaluation, config.study.knn_k, config.study.probe_c, config.seed, data.fingerprint,
-        data.content_key, fingerprint_file(config.study.unlabeled) if config.study.unlabeled else "",
+        data.content_key, file_fingerprint(config.study.unlabeled) if config.study.unlabeled else "",
     )
 
 
@@ -228,7 +229,7 @@ def unlabeled_archive(config: Config, data: LabeledData, splits: Sequence[Split]
 
 def _cell_key(base: str, plan: CellPlan, init_fingerprint: str) -> str:
     semi = () if plan.semi == "none" else (plan.semi, sorted(plan.unlabeled_ids))
-    return fingerprint_text(base, init_fingerprint, plan.budget, plan.seed, plan.fold,
+    return text_fingerprint(base, init_fingerprint, plan.budget, plan.seed, plan.fold,
                             sorted(plan.train_ids), sorted(plan.val_ids), sorted(plan.test_ids), *semi)
 
 
@@ -326,7 +327,7 @@ def run_label_efficiency(
         "study_key": base_key,
         "cells": len(plans),
     }
-    write_manifest(run_dir / "manifest.json", manifest)
+    write_run_record(run_dir / "manifest.json", manifest)
 
     features: dict[str, dict] = {}
     segmentation = config.finetune.task == "segmentation" and study.evaluation == "finetune"
@@ -371,7 +372,7 @@ def run_label_efficiency(
     results = pd.concat(frames, ignore_index=True)
     manifest["finished"] = now_iso()
     manifest["cells_computed"] = computed
-    write_manifest(run_dir / "manifest.json", manifest)
+    write_run_record(run_dir / "manifest.json", manifest)
     return results
 
 

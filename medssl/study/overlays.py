@@ -8,8 +8,8 @@ report shows one slice of the image, the ground truth and every arm's prediction
 How it is made, without storing whole predicted volumes:
 
 * during the study, the cell of each arm at the **largest budget** and the **first seed** (of each
-  fold) keeps its network; :func:`overlay_slices` predicts the test cases again (the same sliding
-  window as the scoring) and keeps one axial slice per case, the one with the most ground-truth
+  fold) keeps its network; :func:`overlay_slices` predicts the test cases again
+  (:func:`medssl.eval.evaluate.predict_case`, the prediction that is scored) and keeps one axial slice per case, the one with the most ground-truth
   foreground, so every arm shows the same slice. :func:`save_slices` writes them beside the cell
   (``cells/<arm>/<cell>.slices.npz``: image, ground truth, prediction, spacing);
 * :func:`write_overlays` ranks the test cases by the metric averaged over the arms in those cells,
@@ -59,15 +59,12 @@ def overlay_slices(model: Any, cases: Sequence[Any], cfg: Any) -> dict[str, dict
     """One axial slice per case: ``image`` (float16, [0, 1]), ``reference`` and ``prediction``
     (uint8 classes), ``index`` and ``spacing`` (of the slice's two axes)."""
     from medssl.eval.cases import remap_mask
-    from medssl.eval.inference import predict_labels
+    from medssl.eval.evaluate import predict_case
 
-    device = next(model.network.parameters()).device
     slices = {}
     for case in cases:
         image = case.image_tensor()
-        prediction = predict_labels(model.network, image, roi_size=cfg.patch_size, spatial_dims=model.spatial_dims,
-                                    sw_batch_size=cfg.sliding_window_batch_size, overlap=cfg.sw_overlap,
-                                    device=device).cpu().numpy()
+        prediction = predict_case(model, case, cfg).cpu().numpy()
         reference = remap_mask(case.mask_tensor(), cfg.mask_labels)[0].numpy()
         z = _slice_index(reference)
         slices[case.case_id] = {

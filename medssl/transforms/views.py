@@ -1,6 +1,6 @@
 """View generators: two (or more) views with controlled overlap, and DINO multi-crop.
 
-A *view* is one patch resampled from a cached volume by :func:`medssl.transforms.spatial.sample_patch`
+A *view* is one patch resampled from a cached volume by :func:`medssl.transforms.resampling.sample_patch`
 with its own random geometry (crop centre, flips, 90-degree rotation, small rotation, scaling,
 elastic field). The generators decide where the views lie relative to each other:
 

@@ -16,7 +16,8 @@ import pytest
 
 import medssl.data.cache as cache_module
 from medssl.config import PreprocessConfig
-from medssl.data.cache import PreprocessedCache, request_from_row
+from medssl.data.cache import PreprocessedCache
+from medssl.data.cache_requests import request_from_row
 from medssl.errors import DataError
 from medssl.io.nifti import load_nifti, save_volume
 from medssl.io.volume import Volume

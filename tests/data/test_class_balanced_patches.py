@@ -15,7 +15,7 @@ import pytest
 
 from medssl.config import FinetuneConfig, PreprocessConfig
 from medssl.data.cache import PreprocessedCache
-from medssl.data.datasets import LabeledPatchDataset
+from medssl.data.labeled_patches import LabeledPatchDataset
 from medssl.errors import ConfigError
 from medssl.eval.experiment import balanced_centre_labels
 from medssl.io.nifti import save_volume

@@ -13,13 +13,9 @@ from torch.utils.data import Dataset
 
 from medssl.config import AugmentationConfig, DataConfig, PreprocessConfig
 from medssl.data.cache import PreprocessedCache
-from medssl.data.datasets import (
-    LabeledPatchDataset,
-    PretrainDataset,
-    build_pretrain_dataset,
-    load_labeled_case,
-    make_dataloader,
-)
+from medssl.data.datasets import PretrainDataset, build_pretrain_dataset
+from medssl.data.labeled_patches import LabeledPatchDataset, load_labeled_case
+from medssl.data.loaders import make_dataloader
 from medssl.errors import ConfigError, DataError
 from medssl.io.nifti import save_volume
 from medssl.io.volume import Volume

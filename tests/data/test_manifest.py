@@ -31,7 +31,7 @@ from medssl.data.manifest import (
     write_manifest,
 )
 from medssl.io.deid import ACQUISITION_FIELDS
-from medssl.io.scan import redact_locations
+from medssl.io.redaction import redact_locations
 from tests.io.helpers import (
     PLANTED,
     PYDICOM_TEST_ROOT,
@@ -483,7 +483,7 @@ def test_a_manifest_of_an_older_version_still_loads(manifest, tmp_path, caplog):
 
 
 def test_nifti_rows_are_single_files_for_the_cache(manifest, archive):
-    from medssl.data.cache import request_from_row
+    from medssl.data.cache_requests import request_from_row
 
     nifti = manifest[manifest["format"] == "nifti"].iloc[0]
     series = _row(manifest, "exportA/study1/ct")

@@ -254,3 +254,21 @@ def test_synthetic_cohort_follow_ups_stay_on_one_side(tmp_path):
     budgets = nested_label_budgets(labels[split == "train"], [2, 4], seed=0, stratify_col="label", id_col="case_id")
     assert set(budgets[2]) <= set(budgets[4]) <= set(labels.loc[split == "train", "case_id"])
     assert labels.set_index("case_id").loc[budgets[2], "label"].nunique() == 2
+
+
+def test_a_designated_test_set_draws_no_test_patients_and_names_the_side_it_draws(caplog):
+    """The issue's run: a designated test set kept intact, yet "stratified patient split impossible"
+    was logged. Only the validation patients are drawn; the warning says so."""
+    from medssl.data.fixed_split import split_with_designated_test
+
+    table = pd.DataFrame({"case_id": [f"c{i}" for i in range(8)], "patient": [f"p{i}" for i in range(8)],
+                          "label": [0, 0, 0, 0, 0, 0, 1, 1]})
+    with caplog.at_level("WARNING"):
+        sides = split_with_designated_test(table, test_cases=["c0", "c6"], patient_col="patient", stratify_col="label")
+    assert list(table.loc[sides == "test", "case_id"]) == ["c0", "c6"] and not caplog.records
+    with caplog.at_level("WARNING"):
+        sides = split_with_designated_test(table, test_cases=["c0", "c6"], patient_col="patient", stratify_col="label",
+                                           val_fraction=0.2)
+    assert list(table.loc[sides == "test", "case_id"]) == ["c0", "c6"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages and all("validation patient(s)" in m and "test" not in m for m in messages)

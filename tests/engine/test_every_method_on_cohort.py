@@ -54,11 +54,16 @@ SMALL_HEADS: dict[str, dict[str, object]] = {
     "swav": {"projection_hidden_dim": 32, "projection_dim": 16, "num_prototypes": 16, "freeze_prototypes_steps": 1},
     "vicreg": {"projection_hidden_dim": 32, "projection_dim": 32},
     "local_contrastive": {"embedding_dim": 8, "num_regions": 16},
+    "voco": {"projection_hidden_dim": 32, "projection_dim": 16},
     **{task: {"hidden_dim": 32, "decoder_width": 8} for task in PRETEXT_TASKS},
 }
+#: encoder arguments that only shrink a transformer for a CPU test (SimMIM's Swin on 64^3)
+SMALL_ENCODER: dict[str, dict[str, object]] = {
+    "simmim": {"depths": "[1,1,1,1]", "num_heads": "[1,1,2,2]", "window_size": 4},
+}
 #: methods that train the whole segmentation network need patches its 5 levels can halve (32 + shift);
-#: SparK needs at least two 32-voxel mask cells
-PATCH_OF = {"local_contrastive": 40, "spark": 64}
+#: SparK and SimMIM (Swin) need at least two 32-voxel mask cells; the MAE config's ViT takes 32^3
+PATCH_OF = {"local_contrastive": 40, "spark": 64, "mae": 32, "simmim": 64}
 #: "pretext" is the generic pretext method that needs task=...; each task is registered on its own
 METHODS = [m for m in list_methods() if m != "pretext"]
 
@@ -77,6 +82,7 @@ def cohort(tmp_path_factory) -> dict[str, Path]:
 def tiny_overrides(method: str, cohort: dict[str, Path], patch: tuple[int, ...] | None = None) -> list[str]:
     patch = patch or (PATCH_OF.get(method, PATCH),) * 3
     heads = [f"pretrain.method_args.{key}={value}" for key, value in SMALL_HEADS.get(method, {}).items()]
+    heads += [f"pretrain.encoder.args.{key}={value}" for key, value in SMALL_ENCODER.get(method, {}).items()]
     overrides = [
         f"data.manifest={cohort['manifest']}", f"data.cache_dir={cohort['cache']}",
         f"pretrain.steps={STEPS}", "pretrain.batch_size=4", "pretrain.log_every=1", f"pretrain.checkpoint_every={STEPS}",

@@ -6,8 +6,9 @@ import pandas as pd
 
 from medssl.config import load_config
 from medssl.engine.checkpoint import config_hash
-from medssl.engine.environment import data_fingerprint, environment_info
+from medssl.engine.environment import environment_info
 from medssl.engine.metrics_log import MetricsLog, truncate_metrics
+from medssl.utils.provenance import volume_files_fingerprint as data_fingerprint
 
 
 def test_metrics_rows_are_whole_and_truncated_on_resume(tmp_path):

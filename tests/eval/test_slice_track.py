@@ -82,3 +82,26 @@ def test_contrast_randomisation_trains_every_arm_and_is_recorded(cohort):
     outcome = train_and_evaluate(config, data, None, train_ids=TRAIN, test_ids=TEST, seed=0)
     assert outcome.record["intensity_augmentation"] == "contrast_randomization"
     assert outcome.per_case["dice"].between(0, 1).all()
+
+
+def test_overlay_slices_of_a_2_5d_network_are_the_scored_prediction(cohort):
+    """The report's overlays show what was scored: the 2.5D network's slice-by-slice 3D prediction."""
+    import numpy as np
+
+    from medssl.eval.evaluate import predict_case
+    from medssl.study.overlays import overlay_slices
+
+    labels, cache = cohort
+    config = _config(labels, "pretrain.encoder.spatial_dims=2", "finetune.patch_size=[32,32]",
+                     "finetune.slice_context=1")
+    data = load_labeled_data(config, cache)
+    outcome = train_and_evaluate(config, data, None, train_ids=TRAIN, test_ids=TEST, seed=0, keep_model=True)
+    slices = overlay_slices(outcome.model, data.subset(TEST), config.finetune)
+    assert sorted(slices) == TEST
+    for case_id, entry in slices.items():
+        case = data.cases[case_id]
+        z = int(entry["index"])
+        assert entry["image"].shape == entry["reference"].shape == entry["prediction"].shape == (20, 20)
+        assert (entry["reference"] > 0).sum() == max((np.asarray(case.mask)[0, :, :, k] > 0).sum() for k in range(18))
+        scored = predict_case(outcome.model, case, config.finetune).numpy()
+        np.testing.assert_array_equal(entry["prediction"], scored[..., z])

@@ -58,3 +58,13 @@ def train_losses(method, batches, steps: int, lr: float = 3e-3) -> list[float]:
         method.on_train_step_end(step, steps)
         losses.append(float(loss.detach()))
     return losses
+
+
+def held_out_loss(method, batch: dict, seed: int = 1234) -> float:
+    """The loss on ``batch`` in eval mode with the masks of ``seed`` (the same masks every call)."""
+    method.eval()
+    with torch.no_grad():
+        torch.manual_seed(seed)
+        loss = float(method(batch)[0])
+    method.train()
+    return loss

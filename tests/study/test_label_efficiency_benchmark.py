@@ -28,3 +28,25 @@ def test_methods_get_their_own_augmentation_and_overrides_stay_overrides():
     own = method_augmentation(config, "local_contrastive")
     assert own.shared_geometry and own.patch_size == (40, 40, 40)
     assert method_augmentation(config, "simclr") == config.pretrain.augmentation
+
+
+def test_plain_monai_baseline_trains_on_the_same_cases_and_is_scored_like_every_arm(tmp_path):
+    """Goal (a)'s reference: MONAI's tutorial UNet and augmentation, medssl's preprocessing and scoring."""
+    from plain_monai import train_plain_monai
+
+    from medssl.config import load_config
+    from medssl.eval.data import load_labeled_data
+    from tests.study.cohort import write_disk_cohort
+
+    labels = write_disk_cohort(tmp_path / "cohort", 6, shape=(24, 24, 24))
+    config = load_config(None, [
+        f"study.labels={labels}", "data.preprocess.target_spacing=null", "data.preprocess.crop_foreground=false",
+        "finetune.patch_size=[16,16,16]", "finetune.steps=8", "finetune.batch_size=2", "finetune.mask_labels=[1,2]",
+        "finetune.num_classes=3", "finetune.eval_metrics=[dice]", "finetune.device=cpu",
+    ])
+    data = load_labeled_data(config, tmp_path / "cache")
+    per_case, record = train_plain_monai(data, ["case00", "case01"], ["case04", "case05"], config.finetune, seed=0)
+    again, _ = train_plain_monai(data, ["case00", "case01"], ["case04", "case05"], config.finetune, seed=0)
+    assert list(per_case["case_id"]) == ["case04", "case05"] and {"dice", "dice_1", "dice_2"} <= set(per_case.columns)
+    assert record["steps"] == 8 and record["final_loss"] < record["first_loss"]
+    assert per_case["dice"].tolist() == again["dice"].tolist()  # seeded

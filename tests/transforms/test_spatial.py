@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from medssl.errors import ConfigError
+from medssl.transforms.resampling import _source_coordinates
 from medssl.transforms.spatial import (
     SpatialAugmentation,
     ViewGeometry,
     _rot90_matrix,
     _rotation_matrix,
-    _source_coordinates,
     draw_view_geometry,
     sample_patch,
 )

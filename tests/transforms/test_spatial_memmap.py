@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from medssl.transforms import spatial
+from medssl.transforms import resampling as spatial
 from medssl.transforms.spatial import ViewGeometry, _rotation_matrix, sample_patch
 
 

@@ -1,4 +1,7 @@
-"""Suite-wide settings: quiet progress bars and one torch thread per test.
+"""Suite-wide settings: quiet progress bars and one torch thread per test and per docstring example.
+
+Beside the suite (``tests/``), pytest runs the usage examples in the docstrings of ``medssl/``
+(``--doctest-modules`` in ``pyproject.toml``), so this file lives at the repository root.
 
 The tensors in the tests are tiny (16 to 32 voxels a side), so a second thread buys nothing and
 makes timings depend on what else the machine runs; exact-equality tests also need a fixed thread
