@@ -52,6 +52,7 @@ from medssl.methods.base import SSLMethod, detached_logs
 from medssl.methods.registry import register_method
 from medssl.models.base import Encoder
 from medssl.models.encoders import ViTEncoder
+from medssl.models.encoders.vit import freeze_unused_cross_attention
 
 
 def visible_first(masked: torch.Tensor) -> torch.Tensor:
@@ -99,6 +100,7 @@ class MAE(SSLMethod):
         self.decoder_prediction = nn.Linear(decoder_dim, math.prod(self.patch) * encoder.in_channels)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         nn.init.trunc_normal_(self.decoder_position, std=0.02)
+        freeze_unused_cross_attention(self.decoder_blocks)
 
     def draw_mask(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, N)`` boolean, True where the token is masked."""

@@ -154,15 +154,6 @@ def test_explicit_axis_overrides_spacing(tmp_path):
         LabeledPatchDataset(cache, pd.DataFrame([row]), (6, 5), seed=0, root=tmp_path, slice_axis=4)
 
 
-def test_the_module_examples_run():
-    import doctest
-
-    import medssl.data.slices as module
-
-    result = doctest.testmod(module)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_unlabeled_2d_patches_of_3d_volumes_come_from_one_slice_too(tmp_path):
     """Consistency training's unlabeled patches (``unlabeled=True``: centres uniform over the volume)
     are sliced the same way; the annotation only rides along as ``truth``."""

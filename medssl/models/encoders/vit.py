@@ -36,6 +36,17 @@ UNETR_PATCH_SIZE = 16
 UNETR_NUM_LAYERS = 12
 
 
+def freeze_unused_cross_attention(module: nn.Module) -> None:
+    """Stop training the cross-attention norm of MONAI transformer blocks built without cross
+    attention: it never takes part in the forward, so it never gets a gradient, and DDP (without
+    ``find_unused_parameters``) stops at the first step waiting for one."""
+    from monai.networks.blocks import TransformerBlock
+
+    for block in module.modules():
+        if isinstance(block, TransformerBlock) and not block.with_cross_attention:
+            block.norm_cross_attn.requires_grad_(False)
+
+
 class ViTEncoder(Encoder):
     """A MONAI ``ViT`` (no class token) as an :class:`Encoder`.
 
@@ -74,6 +85,7 @@ class ViTEncoder(Encoder):
                               f"(pip install einops): {exc}") from exc
         except (ValueError, AssertionError) as exc:
             raise ConfigError(f"encoder {name!r}: invalid ViT arguments {args}: {exc}") from exc
+        freeze_unused_cross_attention(self.vit)
         self.img_size = sizes
         self.grid = tuple(s // int(patch_size) for s in sizes)
         self.feature_layers = tuple(int(num_layers) * k // 4 for k in (1, 2, 3))
