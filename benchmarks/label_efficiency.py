@@ -56,6 +56,16 @@ FULL_SCALE = (
     "finetune.steps=600",
 )
 
+#: The 3D track (``--track 3d``): the demo's study on 32^3 patches of the volumes instead of 64^2
+#: slices, with the batch sizes a 3D step affords on 2 cores.
+TRACK_3D = (
+    "pretrain.encoder.spatial_dims=3",
+    "pretrain.augmentation.patch_size=[32,32,32]",
+    "pretrain.batch_size=16",
+    "finetune.patch_size=[32,32,32]",
+    "finetune.batch_size=4",
+)
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pretrain"
 
 
@@ -79,10 +89,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     scale.add_argument("--quick", action="store_true", help="the demo's --quick sizes: a smoke test")
     scale.add_argument("--demo-scale", action="store_true", help="exactly the demo's sizes")
     parser.add_argument("--seed", type=int, default=0, help="config seed: cohort, split, subsets, weights")
+    parser.add_argument("--track", choices=["2d", "3d"], default="2d",
+                        help="2d: the demo's slice track (default); 3d: 32^3 patches (TRACK_3D)")
     parser.add_argument("--methods", nargs="+", default=None, help="override demo.methods")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: as the demo, <= 2)")
     parser.add_argument("--semi", default=None, metavar="METHOD",
-                        help="add the semi-supervised arms (init + METHOD), with the cohort's archive as unlabeled pool")
+                        help="the semi-supervised arms' method (init + METHOD; default: the demo's study.semi), "
+                             "with the cohort's archive as unlabeled pool")
     parser.add_argument("--plain-monai", action="store_true",
                         help="also train the plain MONAI recipe (3D UNet, DiceCE, MONAI's usual augmentation) on "
                              "the same cells: goal (a)")
@@ -97,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def scale_overrides(args: argparse.Namespace) -> list[str]:
     """Overrides on top of configs/demo.yaml (the ``--quick`` ones are applied by the demo's loader)."""
     overrides = [] if (args.quick or args.demo_scale) else list(FULL_SCALE)
+    if args.track == "3d":
+        overrides += list(TRACK_3D)
     overrides.append(f"seed={args.seed}")
     if args.methods:
         overrides.append("demo.methods=[" + ",".join(args.methods) + "]")
@@ -235,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     config.study.inits = {"scratch": None, **{m: str(p) for m, p in encoders.items()}}
     if args.semi:
         config.study.semi = ["none", args.semi]
-        config.study.unlabeled = str(out / "manifest.csv")
+    if any(m != "none" for m in config.study.semi or []) and config.study.unlabeled is None:
+        config.study.unlabeled = str(out / "manifest.csv")  # the archive, test patients left out
     run_study_from_config(config, out / "study")
     timings["study"] = time.perf_counter() - started
     results = pd.read_csv(out / "study" / "results.csv", dtype={"case_id": str})

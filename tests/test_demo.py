@@ -6,6 +6,8 @@ The quick demo is the same code path as `make demo` with tiny sizes (see medssl.
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pandas as pd
@@ -73,7 +75,6 @@ def test_the_demo_writes_a_complete_run_folder(demo_run, capsys):
         "pretrain/simclr/encoder.pt",
         "pretrain/simclr/metrics.csv",
         "pretrain/simclr/config.yaml",
-        "pretrain/barlow_twins/encoder.pt",
         "study/results.csv",
         "study/summary.csv",
         "study/report.md",
@@ -82,10 +83,13 @@ def test_the_demo_writes_a_complete_run_folder(demo_run, capsys):
     ):
         assert (demo_run / relative).is_file(), relative
     results = pd.read_csv(demo_run / "study" / "results.csv")
-    assert set(results["init"]) == {"scratch", "simclr", "barlow_twins"}
+    arms = {"scratch", "simclr", "scratch+mean_teacher", "simclr+mean_teacher"}  # inits x consistency training
+    assert set(results["init"]) == arms
     assert set(results["n_labeled"]) == {2, 4}
     report = (demo_run / "study" / "report.md").read_text()
-    assert "scratch" in report and "simclr" in report and "barlow_twins" in report
+    assert all(arm in report for arm in arms) and "What each arm cost" in report
+    manifest = json.loads((demo_run / "study" / "manifest.json").read_text())
+    assert manifest["config"]["study"]["unlabeled"].endswith("manifest.csv")  # the archive a second time
 
 
 def test_a_rerun_prints_the_studys_warnings_under_its_table(demo_run, capsys, monkeypatch):
@@ -156,7 +160,7 @@ def test_a_method_can_have_its_own_augmentation_fields():
     assert own.patch_size == (40, 40, 40) and own.shared_geometry
     assert own.preset == config.pretrain.augmentation.preset  # every other field is the section's
     assert method_augmentation(config, "simclr") == config.pretrain.augmentation
-    assert config.pretrain.augmentation.patch_size == (32, 32, 32)  # the section itself is unchanged
+    assert config.pretrain.augmentation.patch_size == (64, 64)  # the section itself is unchanged (2D track)
     bad = load_demo_config(False, ["demo.method_augmentation={simclr: {patchsize: [40, 40, 40]}}"])
     with pytest.raises(ConfigError, match="demo.method_augmentation.simclr"):
         method_augmentation(bad, "simclr")
