@@ -274,11 +274,20 @@ def finetune_segmentation(
         def validate() -> float:
             return float(evaluate_segmentation(model, validation, cfg, metrics=["dice"], device=device)["dice"].mean())
 
+    return _train_counted(model, batches, cfg, loss_of_batch, device=device, validate=validate, desc="finetune seg",
+                          after_step=after_step, forward_items=forward_items, extra=history_extra)
+
+
+def _train_counted(model: FinetuneModel, batches: Iterator[Any], cfg: FinetuneConfig,
+                   loss_of_batch: Callable[[nn.Module, Any], torch.Tensor], *, device: torch.device,
+                   validate: Callable[[], float] | None, desc: str, after_step: Callable[[nn.Module, int], None] | None,
+                   forward_items: list[int], extra: dict[str, Any]) -> FinetuneHistory:
+    """:func:`_train_loop`, then the images forwarded and the semi-supervised records into the history."""
     history = _train_loop(model, batches, cfg, loss_of_batch, device=device, validate=validate,
-                          desc="finetune seg" if cfg.semi.method == "none" else f"finetune seg + {cfg.semi.method}",
+                          desc=desc if cfg.semi.method == "none" else f"{desc} + {cfg.semi.method}",
                           after_step=after_step)
     history.forward_items = forward_items[0]
-    history.extra.update(history_extra)
+    history.extra.update(extra)
     return history
 
 
@@ -409,9 +418,5 @@ def finetune_classification(
         loss_of_batch, after_step, batches = _semi_supervised_step(
             model, cfg, criterion, labeled_inputs, truth_of, batches, unlabeled, strong, seed=seed, device=device,
             num_workers=num_workers, forward_items=forward_items, extra=history_extra)
-    history = _train_loop(model, batches, cfg, loss_of_batch, device=device, validate=validate,
-                          desc="finetune cls" if cfg.semi.method == "none" else f"finetune cls + {cfg.semi.method}",
-                          after_step=after_step)
-    history.forward_items = forward_items[0]
-    history.extra.update(history_extra)
-    return history
+    return _train_counted(model, batches, cfg, loss_of_batch, device=device, validate=validate, desc="finetune cls",
+                          after_step=after_step, forward_items=forward_items, extra=history_extra)
