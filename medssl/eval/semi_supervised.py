@@ -391,12 +391,12 @@ class ConsistencyObjective:
         """``L_u`` from the teacher's ``probabilities`` on the weak view and the student's logits on
         the strong views (CutMix ``boxes`` already applied to those views)."""
         cfg, k = self.cfg, self.num_classes
-        if cfg.method == "mean_teacher":
-            loss = softmax_mse(strong_logits[0], probabilities)
-            return loss, {"consistency": float(loss.detach())}
-        labels, mask = pseudo_labels(probabilities, self.thresholds)
+        labels, mask = pseudo_labels(probabilities, self.thresholds)  # mean teacher: a diagnostic only
         self.stats.add(labels, mask, None if truth is None else truth.reshape(labels.shape))
         logs = {"confident_fraction": float(mask.float().mean())}
+        if cfg.method == "mean_teacher":
+            loss = softmax_mse(strong_logits[0], probabilities)
+            return loss, {**logs, "consistency": float(loss.detach())}
         if cfg.method == "uda":
             target = sharpen(probabilities, cfg.temperature)
             loss = masked_kl(strong_logits[0], target, mask, num_classes=k, class_balanced=cfg.class_balanced)
