@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from engine_toys import ToyMethod, ToyViews  # noqa: E402
 from medssl.config import OptimizerConfig, PretrainConfig  # noqa: E402
-from medssl.engine.distributed import cleanup, init_distributed  # noqa: E402
+from medssl.engine.distributed import barrier, cleanup, init_distributed  # noqa: E402
 from medssl.engine.sync_batchnorm import DistributedBatchNorm  # noqa: E402
 from medssl.engine.trainer import Trainer  # noqa: E402
 
@@ -41,6 +41,7 @@ def run(run_dir: Path) -> None:
             trainer.fit()
             if ctx.is_main:
                 torch.save(trainer.method.state_dict(), run_dir / name / f"final_{ctx.world_size}.pt")
+        barrier(ctx)  # as run_pretraining does: no rank leaves the group while another still works
     finally:
         cleanup(ctx)
 
