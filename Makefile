@@ -4,6 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
+# medssl[nnunet]'s packages for its tests, installed without their dependency trees: nnU-Net's
+# network package requires timm, which requires torchvision (a multi-GB CUDA torch); the modules
+# medssl and its tests import (dynamic_network_architectures.architectures.unet, nnU-Net's
+# load_pretrained_weights and get_network_from_plans) need only torch, numpy and einops, plus
+# batchgenerators' file helpers for get_network_from_plans.
+NNUNET_TEST_PINS := dynamic-network-architectures==0.4.4 nnunetv2==2.8.1 batchgenerators==0.25.5
 
 .PHONY: demo test install clean bench
 
@@ -14,6 +20,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install "$(TORCH_PIN)"
 	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install --no-deps $(NNUNET_TEST_PINS)
 	touch $(STAMP)
 
 install: $(STAMP)

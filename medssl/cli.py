@@ -1,4 +1,5 @@
-"""The ``medssl`` command: ``demo``, ``synth``, ``manifest``, ``split``, ``pretrain``, ``finetune``, ``study``.
+"""The ``medssl`` command: ``demo``, ``synth``, ``manifest``, ``split``, ``pretrain``, ``export``, ``finetune``,
+``study``.
 
 Each sub-command is a thin layer over a library function; heavy imports happen inside the handlers so
 ``medssl --help`` is instant. Errors of the ``medssl.errors`` family print as one clear line and exit
@@ -8,6 +9,7 @@ Example:
     $ medssl synth --out cohort
     $ medssl manifest cohort/archive --out cohort/manifest.csv
     $ medssl pretrain --config configs/pretrain/simclr.yaml data.manifest=cohort/manifest.csv
+    $ medssl export --to monai-bundle --encoder runs/pretrain/encoder.pt --out bundles/simclr_ct
 """
 
 from __future__ import annotations
@@ -109,6 +111,28 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from medssl.models.export import card_path
+
+    if args.to == "nnunet":
+        from medssl.models.export_nnunet import export_nnunet_checkpoint
+
+        out = export_nnunet_checkpoint(args.encoder, args.out)
+        import json
+
+        info = json.loads(card_path(out).read_text(encoding="utf-8"))["nnunet"]
+        print(f"nnU-Net v2 checkpoint written to {out} ({info['num_tensors']} tensors of "
+              f"{info['network_class_name'].rsplit('.', 1)[-1]}, decoder: {info['decoder']}); model card {card_path(out)}")
+        print(f"use it with: {info['usage']}")
+        return 0
+    from medssl.models.export_bundle import export_monai_bundle
+
+    out = export_monai_bundle(args.encoder, args.out, out_channels=args.out_channels, overwrite=args.overwrite)
+    print(f"MONAI bundle written to {out} (configs/metadata.json, configs/inference.json, models/model.pt)")
+    print(f"load it with: monai.bundle.load({out.name!r}, bundle_dir={str(out.parent)!r}, workflow_type='inference')")
+    return 0
+
+
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from medssl.config import load_config
     from medssl.eval.run import run_finetuning
@@ -196,6 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--run-dir", type=Path, default=None)
     pretrain.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoints/last.pt")
     pretrain.set_defaults(handler=_cmd_pretrain)
+
+    export = sub.add_parser("export", help="export a pretrained encoder for nnU-Net v2 or as a MONAI bundle")
+    export.add_argument("--to", choices=["nnunet", "monai-bundle"], required=True,
+                        help="nnunet: a checkpoint for nnUNetv2_train -pretrained_weights (encoder nnunet); "
+                             "monai-bundle: a bundle folder that monai.bundle.load reads")
+    export.add_argument("--encoder", type=Path, required=True, help="the pretrained encoder (run/encoder.pt)")
+    export.add_argument("--out", type=Path, required=True, help="the checkpoint file (nnunet) or bundle folder")
+    export.add_argument("--out-channels", type=int, default=2,
+                        help="monai-bundle: output channels of the network's (untrained) output layer (2)")
+    export.add_argument("--overwrite", action="store_true", help="monai-bundle: replace an existing bundle folder")
+    export.set_defaults(handler=_cmd_export)
 
     finetune = sub.add_parser("finetune", help="fine-tune on labeled cases (segmentation or classification)")
     _add_config_arguments(finetune)

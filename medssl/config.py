@@ -574,6 +574,25 @@ class Config(Section):
     study: StudyConfig = Field(default_factory=StudyConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
 
+    @model_validator(mode="after")
+    def _nnunet_plans(self) -> "Config":
+        """With ``pretrain.encoder.name: nnunet`` and ``args.plans``, the plans' configuration sets
+        the encoder's ``spatial_dims``, ``pretrain.augmentation.patch_size`` and
+        ``data.preprocess.target_spacing`` (in medssl's axis order), unless the config sets them."""
+        encoder = self.pretrain.encoder
+        if encoder.name != "nnunet" or not encoder.args.get("plans"):
+            return self
+        from medssl.models.nnunet_plans import read_plans
+
+        plan = read_plans(encoder.args["plans"], str(encoder.args.get("configuration", "3d_fullres")))
+        if "spatial_dims" not in encoder.model_fields_set:
+            encoder.spatial_dims = plan.spatial_dims
+        if "patch_size" not in self.pretrain.augmentation.model_fields_set:
+            self.pretrain.augmentation.patch_size = plan.patch_size_xyz()
+        if "target_spacing" not in self.data.preprocess.model_fields_set and plan.spatial_dims == 3:
+            self.data.preprocess.target_spacing = plan.spacing_xyz()
+        return self
+
 
 def _set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
     node = tree

@@ -231,8 +231,11 @@ def network_decoder_state(encoder: Encoder, network: nn.Module) -> dict[str, tor
     """The weights of ``network`` (built by :func:`network_around_encoder`) that are not the
     encoder's: its decoder and output layer, detached CPU copies."""
     modules = type(encoder).network_modules
-    return {key: value.detach().cpu().clone() for key, value in network.state_dict().items()
-            if not any(key == m or key.startswith(m + ".") for m in modules)}
+    state = network.state_dict(keep_vars=True)
+    encoder_tensors = {id(v) for k, v in state.items() if any(k == m or k.startswith(m + ".") for m in modules)}
+    # a second name of an encoder tensor (nnU-Net's decoder.encoder.*) belongs to the encoder file
+    return {key: value.detach().cpu().clone() for key, value in state.items()
+            if id(value) not in encoder_tensors}
 
 
 def network_around_encoder(encoder: Encoder, out_channels: int, network_args: Mapping[str, Any]) -> nn.Module:
@@ -249,8 +252,7 @@ def network_around_encoder(encoder: Encoder, out_channels: int, network_args: Ma
     if different:
         raise ConfigError(f"encoder {encoder.name!r}: {len(different)} weight(s) differ from its segmentation "
                           f"network's encoder part (e.g. {different[:3]}); decoder='network' cannot share them")
-    for name in type(encoder).network_modules:
-        setattr(network, name, getattr(encoder, name))
+    encoder.share_into(network)
     return network
 
 

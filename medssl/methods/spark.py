@@ -6,7 +6,7 @@ modelling of CNN segmentation networks that wins the OpenMind benchmark (Wald et
 nnssl) and "Revisiting MAE pre-training for 3D medical image segmentation" (Wald et al., CVPR 2025).
 
 Per step, for a patch ``x`` whose sides are multiples of the encoder's total stride ``s`` (32 for
-the ResNets; one mask *cell* per deepest feature voxel):
+the ResNets, per axis for nnU-Net's networks; one mask *cell* per deepest feature voxel):
 
 1. mask: ``round(mask_ratio * N)`` of the ``N`` cells are drawn at random (:func:`random_patch_mask`);
    ``m_l`` is the keep-mask (1 = visible) repeated to the resolution of any feature map ``l``;
@@ -29,8 +29,10 @@ Masks are drawn from the global torch generator (seeded from the run seed, check
 method's other random draws. Batches are ``{"views": [x]}`` (``pretrain.augmentation.num_views: 1``;
 further views are used as more samples).
 
-Supported encoders: the ResNets (their segmentation network calls the encoder module once and
-decodes its feature list). Export: ``encoder.pt`` (plain encoder) plus ``encoder.decoder.pt`` (the
+Supported encoders: the ResNets and ``nnunet`` (their segmentation network, FlexibleUNet or the
+planned nnU-Net network, calls the encoder module once and decodes its feature list). nnU-Net's
+strides may differ per axis: a cell is then the total stride along each axis (``cell_size``), and
+the keep-mask is permuted to the network's axis order inside it (``encoder.to_network_order``). Export: ``encoder.pt`` (plain encoder) plus ``encoder.decoder.pt`` (the
 network's decoder; its last layer, ``in_channels`` outputs here, stays fresh at fine-tuning).
 
 Example:
@@ -60,7 +62,7 @@ from medssl.methods.base import SSLMethod, detached_logs
 from medssl.methods.pretext import _plain_args, network_around_encoder, network_decoder_state
 from medssl.methods.registry import register_method
 from medssl.models.base import Encoder
-from medssl.models.encoders import ResNetEncoder
+from medssl.models.encoders import NnUNetEncoder, ResNetEncoder
 
 #: layers whose output is re-masked: those that move values between voxels or shift empty ones
 #: (activations map 0 to 0 and residual sums of empty voxels stay empty)
@@ -121,15 +123,17 @@ class SparK(SSLMethod):
     def __init__(self, encoder: Encoder, mask_ratio: float = 0.6, normalise_target: bool = True,
                  network_args: Mapping[str, Any] | None = None):
         super().__init__(encoder, num_views=1)
-        if not isinstance(encoder, ResNetEncoder):
-            raise ConfigError(f"method 'spark' supports the ResNet encoders (FlexibleUNet), not {encoder.name!r}; "
-                              "for the ViT use 'mae' or 'simmim', for Swin 'simmim'")
+        if not isinstance(encoder, (ResNetEncoder, NnUNetEncoder)):
+            raise ConfigError(f"method 'spark' supports the ResNet encoders (FlexibleUNet) and nnunet (the planned "
+                              f"nnU-Net network), not {encoder.name!r}; for the ViT use 'mae' or 'simmim', for Swin "
+                              "'simmim'")
         if not 0.0 < mask_ratio < 1.0:
             raise ConfigError(f"method 'spark': mask_ratio must be in (0, 1), got {mask_ratio}")
         self.mask_ratio = float(mask_ratio)
         self.normalise_target = bool(normalise_target)
         self.network_args = dict(network_args or {})
-        self.cell = int(encoder.input_multiple)
+        self.cell = tuple(int(c) for c in getattr(encoder, "cell_size", None)
+                          or (encoder.input_multiple,) * encoder.spatial_dims)
         self.head = network_around_encoder(encoder, encoder.in_channels, self.network_args)
         self.mask_tokens = nn.ParameterList([nn.Parameter(torch.zeros(c)) for c in encoder.feature_channels])
         for token in self.mask_tokens:  # SparK: trunc_normal_(std=.02)
@@ -141,10 +145,11 @@ class SparK(SSLMethod):
     def draw_mask(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, *grid)`` boolean, True where masked, one entry per cell of ``cell`` voxels."""
         spatial = tuple(int(s) for s in x.shape[2:])
-        if any(s % self.cell for s in spatial):
-            raise DataError(f"spark: patch {spatial} must be a multiple of the encoder's total stride {self.cell} "
-                            "along every axis (pretrain.augmentation.patch_size)")
-        grid = tuple(s // self.cell for s in spatial)
+        if any(s % c for s, c in zip(spatial, self.cell)):
+            raise DataError(f"spark: patch {spatial} must be a multiple of the encoder's total stride "
+                            f"{self.cell[0] if len(set(self.cell)) == 1 else self.cell} along every axis "
+                            "(pretrain.augmentation.patch_size)")
+        grid = tuple(s // c for s, c in zip(spatial, self.cell))
         masked = random_patch_mask(x.shape[0], math.prod(grid), self.mask_ratio, device=x.device)
         return masked.reshape(x.shape[0], *grid)
 
@@ -161,7 +166,7 @@ class SparK(SSLMethod):
     def reconstruct(self, x: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """The network's image from the visible cells of ``x`` (``masked``: ``(B, *grid)``)."""
         keep = (~masked).unsqueeze(1).to(x.dtype)
-        with self.sparse.active(keep):
+        with self.sparse.active(self.encoder.to_network_order(keep)):
             handle = self._encoder_module.register_forward_hook(self._densify)
             try:
                 return self.head(x * upsample_mask(keep, x.shape[2:]))
@@ -172,7 +177,7 @@ class SparK(SSLMethod):
         x = torch.cat(self.views(batch, minimum=1), dim=0)
         masked = self.draw_mask(x)
         prediction = self.reconstruct(x, masked).float()
-        cells = (self.cell,) * (x.ndim - 2)
+        cells = self.cell
         loss = masked_patch_loss(patchify(prediction, cells), patchify(x.float(), cells), masked.flatten(1),
                                  normalise_target=self.normalise_target)
         assert self._deepest is not None, "the densify hook did not run"

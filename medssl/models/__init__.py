@@ -7,6 +7,9 @@
 - :mod:`medssl.models.transfer`: :func:`build_segmentation_network`, :func:`load_encoder_weights`
   (-> :class:`TransferReport`), :func:`build_classifier`.
 - :mod:`medssl.models.export`: :func:`export_encoder`, :func:`load_pretrained`, :func:`load_pretrained_decoder`.
+- :mod:`medssl.models.nnunet_plans` and the ``nnunet`` encoder: the network nnU-Net v2 planned;
+  :mod:`medssl.models.export_nnunet` (a checkpoint for ``nnUNetv2_train -pretrained_weights``) and
+  :mod:`medssl.models.export_bundle` (a MONAI bundle): ``medssl export --to nnunet|monai-bundle``.
 
 Example:
     >>> import torch

@@ -91,9 +91,40 @@ class Encoder(nn.Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"encoder {self.name!r} expects {self.in_channels} input channel(s), got {x.shape[1]}")
 
-    def build_segmentation_network(self, out_channels: int, **args: Any) -> nn.Module:  # pragma: no cover
-        """The MONAI segmentation network whose encoder part matches this encoder's weights."""
+    def share_into(self, network: nn.Module) -> None:
+        """Make ``network``'s encoder modules this encoder's own (shared, not copied): training the
+        network then trains the encoder. Subclasses whose network refers to its encoder twice
+        (nnU-Net's decoder keeps a reference) extend it."""
+        for name in type(self).network_modules:
+            setattr(network, name, getattr(self, name))
+
+    def to_network_order(self, x: torch.Tensor) -> torch.Tensor:
+        """A ``(B, C, *spatial)`` tensor in medssl's axis order as the encoder's modules see it
+        (the same here; nnU-Net's networks permute to the plans' axis order)."""
+        return x
+
+    def segmentation_network_definition(self, out_channels: int, **args: Any) -> dict[str, Any]:  # pragma: no cover
+        """The segmentation network whose encoder part matches this encoder's weights, as a MONAI
+        bundle config component: ``{"_target_": "monai.networks.nets.X", **constructor_args}``."""
         raise NotImplementedError
+
+    def build_segmentation_network(self, out_channels: int, **args: Any) -> nn.Module:
+        """The segmentation network whose encoder part matches this encoder's weights (fresh weights),
+        built from :meth:`segmentation_network_definition`."""
+        return instantiate_definition(self.segmentation_network_definition(out_channels, **args))
+
+
+def instantiate_definition(definition: dict[str, Any]) -> nn.Module:
+    """``{"_target_": "dotted.Class", **kwargs}`` -> ``Class(**kwargs)`` (the bundle config
+    component, built without a ``$`` expression)."""
+    import pydoc
+
+    kwargs = dict(definition)
+    target = kwargs.pop("_target_")
+    network_class = pydoc.locate(target)
+    if network_class is None:
+        raise ConfigError(f"segmentation network {target!r} cannot be imported")
+    return network_class(**kwargs)
 
 
 def _plain(value: Any) -> Any:

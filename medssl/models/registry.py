@@ -8,6 +8,7 @@
 | ``basicunet`` | ``BasicUNet`` | 256 |
 | ``swin`` | ``SwinUNETR`` | 384 |
 | ``vit`` | ``UNETR`` | 768 |
+| ``nnunet`` | the network nnU-Net v2 planned (``PlainConvUNet``, ``ResidualEncoderUNet``) | the plans' deepest width |
 
 ``resnet10_tiny`` is the CPU demo/test encoder: ``resnet10`` with ``widths=(16, 32, 64, 128)``
 (0.9 M parameters; a forward+backward of 8 patches of 32^3 takes about 0.03 s on one core). Its
@@ -31,7 +32,14 @@ from typing import Any, Callable, Mapping
 
 from medssl.errors import ConfigError
 from medssl.models.base import Encoder
-from medssl.models.encoders import BasicUNetEncoder, ResNetEncoder, SegResNetEncoder, SwinEncoder, ViTEncoder
+from medssl.models.encoders import (
+    BasicUNetEncoder,
+    NnUNetEncoder,
+    ResNetEncoder,
+    SegResNetEncoder,
+    SwinEncoder,
+    ViTEncoder,
+)
 
 TINY_RESNET_WIDTHS = (16, 32, 64, 128)
 
@@ -129,4 +137,6 @@ register_encoder("resnet10_tiny", _tiny_resnet, "resnet10 at widths (16, 32, 64,
 register_encoder("segresnet", SegResNetEncoder, "SegResNet encoder; args: init_filters, blocks_down, norm, act")
 register_encoder("basicunet", BasicUNetEncoder, "BasicUNet encoder half; args: features, act, norm, bias, dropout")
 register_encoder("swin", SwinEncoder, "SwinUNETR's swinViT; args: feature_size, depths, num_heads, window_size, ...")
+register_encoder("nnunet", NnUNetEncoder, "the network nnU-Net v2 planned (PlainConvUNet, ResidualEncoderUNet); "
+                  "args: plans (nnUNetPlans.json), configuration (3d_fullres); needs medssl[nnunet]")
 register_encoder("vit", ViTEncoder, "UNETR's ViT; args: img_size, patch_size, hidden_size, mlp_dim, num_layers, ...")

@@ -145,6 +145,14 @@ def _sort_keys(state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Ten
     return report, to_load
 
 
+def _encoder_keys_and_aliases(network: nn.Module, modules: tuple[str, ...]) -> set[str]:
+    """The keys of the network's encoder part, plus other names of the same tensors (nnU-Net's
+    ``UNetDecoder`` keeps its encoder, so ``decoder.encoder.*`` repeats ``encoder.*``)."""
+    state = network.state_dict(keep_vars=True)
+    own = {id(v) for k, v in state.items() if _encoder_part(k, modules)}
+    return {k for k, v in state.items() if _encoder_part(k, modules) or id(v) in own}
+
+
 def load_decoder_weights(network: nn.Module, decoder_state_dict: Mapping[str, torch.Tensor],
                          encoder_config: Mapping[str, Any] | Encoder) -> TransferReport:
     """Copy a pretrained decoder (every weight of the network outside its encoder part, as
@@ -160,8 +168,9 @@ def load_decoder_weights(network: nn.Module, decoder_state_dict: Mapping[str, to
     modules = (type(encoder_config).network_modules if isinstance(encoder_config, Encoder)
                else encoder_class(str(encoder_config["name"])).network_modules)
     target = network.state_dict()
-    report, to_load = _sort_keys(decoder_state_dict, target, refused=lambda key: _encoder_part(key, modules))
-    report.missing = [k for k in target if not _encoder_part(k, modules) and k not in decoder_state_dict]
+    encoder_side = _encoder_keys_and_aliases(network, modules)
+    report, to_load = _sort_keys(decoder_state_dict, target, refused=lambda key: key in encoder_side)
+    report.missing = [k for k in target if k not in encoder_side and k not in decoder_state_dict]
     network.load_state_dict(to_load, strict=False)
     logger.info("decoder transfer into %s: %s", type(network).__name__, report.summary())
     if report.unexpected or report.missing or not report.loaded:

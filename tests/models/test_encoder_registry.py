@@ -13,7 +13,8 @@ from medssl.models import build_encoder, encoder_from_config, list_encoders
 
 
 def test_registry_lists_every_family():
-    assert set(TINY_ARGS) == set(list_encoders())
+    # nnunet builds from an nnU-Net plans file (optional package): tests/models/test_nnunet.py
+    assert set(TINY_ARGS) | {"nnunet"} == set(list_encoders())
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])

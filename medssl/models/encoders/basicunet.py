@@ -66,7 +66,7 @@ class BasicUNetEncoder(Encoder):
         x4 = self.down_4(x3)
         return [x0, x1, x2, x3, x4]
 
-    def build_segmentation_network(self, out_channels: int, **args: Any) -> nn.Module:
+    def segmentation_network_definition(self, out_channels: int, **args: Any) -> dict[str, Any]:
         """``BasicUNet`` with this encoder's arguments (``upsample`` may be passed)."""
-        return BasicUNet(spatial_dims=self.spatial_dims, in_channels=self.in_channels, out_channels=out_channels,
-                         **self._network_args, **args)
+        return {"_target_": "monai.networks.nets.BasicUNet", "spatial_dims": self.spatial_dims,
+                "in_channels": self.in_channels, "out_channels": out_channels, **self._network_args, **args}

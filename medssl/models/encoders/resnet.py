@@ -32,13 +32,13 @@ from typing import Any, Sequence
 
 import torch
 from monai.networks.blocks import BaseEncoder
-from monai.networks.nets import FlexibleUNet, ResNet
+from monai.networks.nets import ResNet
 from monai.networks.nets import resnet as monai_resnet
 from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 from torch import nn
 
 from medssl.errors import ConfigError
-from medssl.models.base import Encoder
+from medssl.models.base import Encoder, instantiate_definition
 
 DEFAULT_WIDTHS = (64, 128, 256, 512)
 DEPTHS = ("resnet10", "resnet18", "resnet34", "resnet50")
@@ -164,11 +164,23 @@ class ResNetEncoder(Encoder):
         self.check_input(x)
         return list(self.encoder(x))
 
-    def build_segmentation_network(self, out_channels: int, **args: Any) -> nn.Module:
+    def segmentation_network_definition(self, out_channels: int, **args: Any) -> dict[str, Any]:
         """``FlexibleUNet`` with this backbone; decoder widths scale with the encoder's
-        (MONAI's default ``(256, 128, 64, 32, 16)`` at full width)."""
+        (MONAI's default ``(256, 128, 64, 32, 16)`` at full width). A scaled backbone is registered
+        with MONAI when the definition is built (``$`` expression: medssl must be importable)."""
         scale = self.widths[0] / DEFAULT_WIDTHS[0]
         default_decoder = tuple(max(4, int(round(c * scale))) for c in (256, 128, 64, 32, 16))
         args.setdefault("decoder_channels", default_decoder)
-        return FlexibleUNet(in_channels=self.in_channels, out_channels=out_channels, backbone=self.backbone,
-                            pretrained=False, spatial_dims=self.spatial_dims, **args)
+        backbone = self.backbone
+        if backbone.startswith("medssl-"):
+            backbone = (f"$__import__('medssl.models.encoders.resnet', fromlist=['x'])"
+                        f".register_scaled_backbone({self.depth!r}, {list(self.widths)})")
+        return {"_target_": "monai.networks.nets.FlexibleUNet", "in_channels": self.in_channels,
+                "out_channels": out_channels, "backbone": backbone, "pretrained": False,
+                "spatial_dims": self.spatial_dims, **args}
+
+    def build_segmentation_network(self, out_channels: int, **args: Any) -> nn.Module:
+        """``FlexibleUNet`` with this backbone (:meth:`segmentation_network_definition`)."""
+        definition = self.segmentation_network_definition(out_channels, **args)
+        definition.update(_target_="monai.networks.nets.FlexibleUNet", backbone=self.backbone)
+        return instantiate_definition(definition)

@@ -25,7 +25,7 @@ from monai.networks.nets import SegResNet
 from torch import nn
 
 from medssl.errors import ConfigError
-from medssl.models.base import Encoder
+from medssl.models.base import Encoder, instantiate_definition
 
 
 class SegResNetEncoder(Encoder):
@@ -71,9 +71,9 @@ class SegResNetEncoder(Encoder):
             features.append(x)
         return features
 
-    def build_segmentation_network(self, out_channels: int, **args: Any) -> nn.Module:
+    def segmentation_network_definition(self, out_channels: int, **args: Any) -> dict[str, Any]:
         """``SegResNet`` with this encoder's arguments (``blocks_up`` defaults to one block per
         decoder stage)."""
         args.setdefault("blocks_up", (1,) * (len(self._network_args["blocks_down"]) - 1))
-        return SegResNet(spatial_dims=self.spatial_dims, in_channels=self.in_channels, out_channels=out_channels,
-                         **self._network_args, **args)
+        return {"_target_": "monai.networks.nets.SegResNet", "spatial_dims": self.spatial_dims,
+                "in_channels": self.in_channels, "out_channels": out_channels, **self._network_args, **args}

@@ -87,7 +87,7 @@ class SwinEncoder(Encoder):
                              f"got {tuple(x.shape[2:])}")
         return list(self.swinViT(x, True))
 
-    def build_segmentation_network(self, out_channels: int, **args: Any) -> nn.Module:
+    def segmentation_network_definition(self, out_channels: int, **args: Any) -> dict[str, Any]:
         """``SwinUNETR`` with this encoder's arguments (``norm_name``, ``normalize`` may be passed)."""
-        return SwinUNETR(in_channels=self.in_channels, out_channels=out_channels, spatial_dims=self.spatial_dims,
-                         **self._network_args, **args)
+        return {"_target_": "monai.networks.nets.SwinUNETR", "in_channels": self.in_channels,
+                "out_channels": out_channels, "spatial_dims": self.spatial_dims, **self._network_args, **args}

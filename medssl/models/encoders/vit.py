@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from monai.networks.nets import UNETR, ViT
+from monai.networks.nets import ViT
 from monai.utils import OptionalImportError
 from torch import nn
 
@@ -113,11 +113,11 @@ class ViTEncoder(Encoder):
         final, _ = self._tokens(x)
         return final.mean(dim=1)
 
-    def build_segmentation_network(self, out_channels: int, **args: Any) -> nn.Module:
+    def segmentation_network_definition(self, out_channels: int, **args: Any) -> dict[str, Any]:
         """``UNETR`` around this ViT (``feature_size``, ``norm_name``, ``res_block`` may be passed)."""
         patch, layers = self.config["args"]["patch_size"], self.config["args"]["num_layers"]
         if patch != UNETR_PATCH_SIZE or layers != UNETR_NUM_LAYERS:
             raise ConfigError(f"encoder {self.name!r}: UNETR needs patch_size {UNETR_PATCH_SIZE} and "
                               f"{UNETR_NUM_LAYERS} layers, this ViT has patch_size {patch} and {layers} layers")
-        return UNETR(in_channels=self.in_channels, out_channels=out_channels, spatial_dims=self.spatial_dims,
-                     **self._unetr_args, **args)
+        return {"_target_": "monai.networks.nets.UNETR", "in_channels": self.in_channels,
+                "out_channels": out_channels, "spatial_dims": self.spatial_dims, **self._unetr_args, **args}
