@@ -11,7 +11,7 @@ TORCH_PIN := torch==2.13.0
 # batchgenerators' file helpers for get_network_from_plans.
 NNUNET_TEST_PINS := dynamic-network-architectures==0.4.4 nnunetv2==2.8.1 batchgenerators==0.25.5
 
-.PHONY: demo test install clean bench
+.PHONY: demo test install clean bench bench-gpu
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# On a machine with an NVIDIA GPU (where pip's torch==2.13.0 is the CUDA build): the 3D 96^3 recipe of
+# SparK and SimCLR (resnet18, batch 8), bf16 and fp32: samples/s, GPU busy %, peak GPU memory, and
+# the overhead over the bare network's forward and backward.
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/pretrain_throughput.py --device cuda --size 96 --batch 8 --encoder resnet18 \
+		--methods spark,simclr --precisions bf16,fp32 --warmup 5 --steps 20 --out bench_gpu.jsonl
 
 clean:
 	rm -rf demo_run .pytest_cache

@@ -24,7 +24,8 @@ Usage (CPU, small; the default):
 SparK's overhead (sparse masking hooks, mask tokens, masked loss) over the bare FlexibleUNet; its
 patches need two or more 32-voxel cells:
     python benchmarks/pretrain_throughput.py --methods spark --size 64 --batch 4 --precisions fp32
-GPU (also reports GPU utilisation, polled with nvidia-smi or torch.cuda.utilization):
+GPU (also reports GPU utilisation, polled with nvidia-smi or torch.cuda.utilization, and the peak
+GPU memory allocated during the timed steps); ``make bench-gpu`` runs the 3D 96^3 recipe:
     python benchmarks/pretrain_throughput.py --device cuda --size 96 --batch 8 --encoder resnet18
 Profile one method's step (torch.profiler, top operators):
     python benchmarks/pretrain_throughput.py --methods simclr --profile
@@ -201,6 +202,7 @@ class Measurement:
     samples_per_s: float  # wall clock
     cpu_samples_per_s: float  # per second of this process's CPU time (robust to other load)
     gpu_util: float
+    peak_gib: float = float("nan")  # GPU memory allocated at most during the timed steps (GiB)
 
     def rate(self, device: str) -> float:
         """The figure the overhead is computed from: CPU time on CPU, wall clock on GPU."""
@@ -222,6 +224,8 @@ def measure(build: Callable[[], nn.Module], items: list[dict[str, Any]], args: a
     poll = UtilisationPoller(trainer.device) if trainer.device.type == "cuda" else contextlib.nullcontext()
     try:
         trainer.fit(until_step=args.warmup)
+        if trainer.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(trainer.device)
         with poll:
             cpu_start = time.process_time()
             outcome = trainer.fit(until_step=total)
@@ -229,8 +233,9 @@ def measure(build: Callable[[], nn.Module], items: list[dict[str, Any]], args: a
     except TrainingDivergedError as exc:
         print(f"  (diverged: {str(exc).split(';')[0]})", flush=True)
         return Measurement(0.0, 0.0, float("nan"))
+    peak = torch.cuda.max_memory_allocated(trainer.device) / 2**30 if trainer.device.type == "cuda" else float("nan")
     return Measurement(outcome.samples_per_second, args.steps * args.batch / max(cpu_seconds, 1e-9),
-                       poll.mean if isinstance(poll, UtilisationPoller) else float("nan"))
+                       poll.mean if isinstance(poll, UtilisationPoller) else float("nan"), peak)
 
 
 def method_kwargs(name: str, feature_dim: int, small_heads: bool, extra: list[str]) -> dict[str, Any]:
@@ -298,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# pretrain throughput: {args.encoder} {args.dims}D {args.size}^{args.dims}, batch {args.batch}, "
           f"{args.optimizer}, {device_name}, torch {torch.__version__}")
     print(f"{'method':<22}{'precision':<10}{'method/s':>10}{'bare/s':>10}{'m/cpu-s':>10}{'b/cpu-s':>10}"
-          f"{'overhead':>10}{'gpu%':>7}")
+          f"{'overhead':>10}{'gpu%':>7}{'peak GiB':>9}")
     print("# samples per wall-clock second and per CPU second of this process; overhead from "
           + ("CPU time (robust to other load on a shared machine)" if args.device == "cpu" else "wall clock"))
     workdir = Path(tempfile.mkdtemp(prefix="medssl-bench-"))
@@ -344,10 +349,11 @@ def main(argv: list[str] | None = None) -> int:
                        "method_samples_per_s": best_method.samples_per_s, "bare_samples_per_s": best_bare.samples_per_s,
                        "method_samples_per_cpu_s": best_method.cpu_samples_per_s,
                        "bare_samples_per_cpu_s": best_bare.cpu_samples_per_s, "overhead": overhead,
-                       "gpu_util": best_method.gpu_util, "size": args.size, "batch": args.batch,
+                       "gpu_util": best_method.gpu_util, "peak_gib": best_method.peak_gib, "size": args.size, "batch": args.batch,
                        "encoder": args.encoder, "device": device_name}
                 rows.append(row)
                 gpu = f"{best_method.gpu_util:7.0f}" if best_method.gpu_util == best_method.gpu_util else f"{'-':>7}"
+                gpu += f"{best_method.peak_gib:9.2f}" if best_method.peak_gib == best_method.peak_gib else f"{'-':>9}"
                 print(f"{name:<22}{precision:<10}{best_method.samples_per_s:10.2f}{best_bare.samples_per_s:10.2f}"
                       f"{best_method.cpu_samples_per_s:10.2f}{best_bare.cpu_samples_per_s:10.2f}"
                       f"{overhead:+10.1%}{gpu}", flush=True)
