@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -13,6 +14,17 @@ from medssl.methods import build_method
 from medssl.models import build_encoder, export_encoder
 from medssl.models.export_bundle import export_monai_bundle
 from nnunet_plans_fixture import write_tiny_plans
+
+@pytest.fixture
+def cli_logging():
+    """``medssl.cli.main`` attaches a stderr handler to the ``medssl`` logger once per process; made
+    here under ``capsys``, it would outlive this test's captured stream, so it is removed after."""
+    root = logging.getLogger("medssl")
+    before = list(root.handlers)
+    yield
+    for handler in [h for h in root.handlers if h not in before]:
+        root.removeHandler(handler)
+
 
 pytestmark = pytest.mark.filterwarnings("ignore:parsing config_file:UserWarning")  # MONAI's trust notice
 
@@ -97,7 +109,7 @@ def test_an_nnunet_bundle_holds_the_planned_network(tmp_path):
     assert "dynamic-network-architectures" in metadata["required_packages_version"]
 
 
-def test_medssl_export_writes_the_bundle_and_says_how_to_load_it(tmp_path, capsys):
+def test_medssl_export_writes_the_bundle_and_says_how_to_load_it(tmp_path, capsys, cli_logging):
     from medssl.cli import main
 
     path = _export(tmp_path, build_encoder("basicunet", spatial_dims=3, features=(4, 4, 8, 8, 16, 4)), "simclr",

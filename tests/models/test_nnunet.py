@@ -9,6 +9,7 @@ test`` installs it); the export test calls nnU-Net's real ``load_pretrained_weig
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -17,6 +18,17 @@ from medssl.config import load_config
 from medssl.errors import ConfigError
 from medssl.models.nnunet_plans import plan_from_dict, read_plans
 from nnunet_plans_fixture import tiny_plans, write_tiny_plans
+
+
+@pytest.fixture
+def cli_logging():
+    """``medssl.cli.main`` attaches a stderr handler to the ``medssl`` logger once per process; made
+    here under ``capsys``, it would outlive this test's captured stream, so it is removed after."""
+    root = logging.getLogger("medssl")
+    before = list(root.handlers)
+    yield
+    for handler in [h for h in root.handlers if h not in before]:
+        root.removeHandler(handler)
 
 
 @pytest.fixture
@@ -185,7 +197,7 @@ def test_only_an_nnunet_encoder_exports_for_nnunet(tmp_path):
     assert not (tmp_path / "out.pth").exists()
 
 
-def test_medssl_export_to_nnunet_prints_the_training_command(plans_file, tmp_path, capsys):
+def test_medssl_export_to_nnunet_prints_the_training_command(plans_file, tmp_path, capsys, cli_logging):
     pytest.importorskip("dynamic_network_architectures")
     from medssl.cli import main
     from medssl.models import build_encoder, export_encoder
