@@ -145,6 +145,21 @@ def test_spark_pretrains_the_whole_planned_network_with_anisotropic_cells(plans_
         method({"views": [torch.rand(2, 1, 15, 24, 32)]})
 
 
+def test_a_restoration_task_with_decoder_network_trains_the_planned_decoder(plans_file):
+    pytest.importorskip("dynamic_network_architectures")
+    from medssl.methods import build_method
+    from medssl.models import build_encoder
+
+    torch.manual_seed(0)
+    method = build_method("genesis", build_encoder("nnunet", plans=str(plans_file)), decoder="network")
+    assert type(method.head).__name__ == "PlainConvUNet" and method.head.encoder is method.encoder.encoder
+    x = torch.rand(2, 1, 16, 24, 32)
+    loss, _ = method({"input": x, "target": x})
+    loss.backward()
+    assert method.head.decoder.stages[0].convs[0].conv.weight.grad.abs().sum() > 0
+    assert method.encoder.encoder.stages[0][0].convs[0].conv.weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("method_name", ["spark", "simclr"])
 def test_the_nnunet_checkpoint_loads_with_nnunets_own_loader(plans_file, tmp_path, method_name):
     pytest.importorskip("dynamic_network_architectures")
