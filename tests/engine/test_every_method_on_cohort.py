@@ -126,16 +126,7 @@ def check_run(result, config, method: str) -> None:
     assert features.shape == (2, encoder.feature_dim) and torch.isfinite(features).all()
 
 
-#: A known, unresolved failure (issue note of stop 12): from its shipped config, jigsaw's loss
-#: becomes NaN at step 2 of 3 in about a third of the runs of this test, with the same data and
-#: seed (not hash-seed or test-order dependent; not uninitialised resampling buffers). Until the
-#: source of the run-to-run difference is found, the case may fail without failing the suite.
-FLAKY = {"jigsaw": "loss NaN at step 2 in ~1/3 of runs, run-to-run nondeterminism not yet found"}
-
-
-@pytest.mark.parametrize("method", [
-    pytest.param(m, marks=pytest.mark.xfail(reason=FLAKY[m], strict=False)) if m in FLAKY else m for m in METHODS
-])
+@pytest.mark.parametrize("method", METHODS)
 def test_method_pretrains_on_the_cohort(cohort, tmp_path, method):
     assert (PRETRAIN_CONFIGS / f"{method}.yaml").is_file(), f"configs/pretrain/{method}.yaml is missing"
     config = load_config(PRETRAIN_CONFIGS / f"{method}.yaml", tiny_overrides(method, cohort))

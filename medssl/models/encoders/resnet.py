@@ -39,6 +39,7 @@ from torch import nn
 
 from medssl.errors import ConfigError
 from medssl.models.base import Encoder, instantiate_definition
+from medssl.models.explicit_padding import ExplicitPaddingConv3d
 
 DEFAULT_WIDTHS = (64, 128, 256, 512)
 DEPTHS = ("resnet10", "resnet18", "resnet34", "resnet50")
@@ -152,6 +153,8 @@ class ResNetEncoder(Encoder):
         else:
             self.encoder = ScaledResNetBackbone(spatial_dims=spatial_dims, in_channels=in_channels,
                                                 depth=depth, widths=widths)
+        if spatial_dims == 3:  # a oneDNN bug makes the stem's weight gradient garbage on 5-7 voxel inputs
+            self.encoder.conv1 = ExplicitPaddingConv3d.replacing(self.encoder.conv1)
         self.feature_channels = feature_channels(depth, widths)
 
     @property
