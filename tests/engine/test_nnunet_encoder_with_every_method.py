@@ -19,7 +19,7 @@ import pytest
 from medssl.config import load_config
 from medssl.engine.pretrain import run_pretraining
 from medssl.errors import ConfigError
-from test_every_method_on_cohort import FLAKY, METHODS, PRETRAIN_CONFIGS, check_run, cohort, tiny_overrides  # noqa: F401
+from test_every_method_on_cohort import METHODS, PRETRAIN_CONFIGS, check_run, cohort, tiny_overrides  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
 from nnunet_plans_fixture import write_tiny_plans  # noqa: E402
@@ -41,10 +41,7 @@ def nnunet_overrides(method: str, cohort, plans) -> list[str]:
     return overrides
 
 
-@pytest.mark.parametrize("method", [
-    pytest.param(m, marks=pytest.mark.xfail(reason=FLAKY[m], strict=False)) if m in FLAKY else m
-    for m in METHODS if m not in TRANSFORMER_ONLY
-])
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in TRANSFORMER_ONLY])
 def test_method_pretrains_the_planned_network(cohort, plans, tmp_path, method):
     pytest.importorskip("dynamic_network_architectures")
     config = load_config(PRETRAIN_CONFIGS / f"{method}.yaml", nnunet_overrides(method, cohort, plans))
