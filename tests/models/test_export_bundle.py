@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 import torch
@@ -14,17 +13,6 @@ from medssl.methods import build_method
 from medssl.models import build_encoder, export_encoder
 from medssl.models.export_bundle import export_monai_bundle
 from nnunet_plans_fixture import write_tiny_plans
-
-@pytest.fixture
-def cli_logging():
-    """``medssl.cli.main`` attaches a stderr handler to the ``medssl`` logger once per process; made
-    here under ``capsys``, it would outlive this test's captured stream, so it is removed after."""
-    root = logging.getLogger("medssl")
-    before = list(root.handlers)
-    yield
-    for handler in [h for h in root.handlers if h not in before]:
-        root.removeHandler(handler)
-
 
 pytestmark = pytest.mark.filterwarnings("ignore:parsing config_file:UserWarning")  # MONAI's trust notice
 

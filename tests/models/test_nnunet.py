@@ -9,7 +9,6 @@ test`` installs it); the export test calls nnU-Net's real ``load_pretrained_weig
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 import torch
@@ -18,17 +17,6 @@ from medssl.config import load_config
 from medssl.errors import ConfigError
 from medssl.models.nnunet_plans import plan_from_dict, read_plans
 from nnunet_plans_fixture import tiny_plans, write_tiny_plans
-
-
-@pytest.fixture
-def cli_logging():
-    """``medssl.cli.main`` attaches a stderr handler to the ``medssl`` logger once per process; made
-    here under ``capsys``, it would outlive this test's captured stream, so it is removed after."""
-    root = logging.getLogger("medssl")
-    before = list(root.handlers)
-    yield
-    for handler in [h for h in root.handlers if h not in before]:
-        root.removeHandler(handler)
 
 
 @pytest.fixture
