@@ -485,6 +485,7 @@ def run_study_from_config(config: Config, run_dir: str | os.PathLike, *, resume:
     """Run the study of ``config`` in ``run_dir`` and write its report; returns ``report.md``."""
     from medssl.study.overlays import write_overlays
     from medssl.study.report import class_label_of, write_report
+    from medssl.study.teacher_diagnostics import pseudo_label_table
 
     run_dir = Path(run_dir)
     results = run_label_efficiency(config, run_dir, resume=resume)
@@ -494,5 +495,6 @@ def run_study_from_config(config: Config, run_dir: str | os.PathLike, *, resume:
                               class_label=class_label_of(manifest))
     files = write_report(results, run_dir, primary=metric, baseline=config.study.baseline, manifest=manifest,
                          n_resamples=config.study.bootstrap, level=config.study.level, seed=config.seed,
-                         resample_seeds=config.study.bootstrap_seeds, costs=arm_costs(run_dir), overlays=overlays)
+                         resample_seeds=config.study.bootstrap_seeds, costs=arm_costs(run_dir), overlays=overlays,
+                         teacher=pseudo_label_table(run_dir))
     return files.markdown

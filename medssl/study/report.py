@@ -339,6 +339,28 @@ def _study_notes(results: pd.DataFrame, manifest: dict[str, Any] | None) -> list
     return notes
 
 
+def _teacher_blocks(teacher: pd.DataFrame, manifest: dict[str, Any] | None) -> list[Any]:
+    """The semi-supervised arms' pseudo-labels against the unlabeled cases' annotation, and the
+    warning of :func:`medssl.study.teacher_diagnostics.teacher_warning`."""
+    from medssl.study.teacher_diagnostics import teacher_warning
+
+    label = _class_label(manifest)
+    named = teacher.rename(columns={c: f"{c.rsplit(' ', 1)[0]} {label(int(c.rsplit(' ', 1)[1]))}"
+                                    for c in teacher.columns if c.startswith(("coverage ", "accuracy "))})
+    blocks: list[Any] = [
+        _Heading("What the teacher got right on the unlabeled volumes", 2),
+        _Paragraph("Per semi-supervised arm, mean over seeds, on the unlabeled cases that have an annotation (never "
+                   "used for training): *coverage*, the fraction of the voxels the teacher gave a class on which its "
+                   "confidence reached `finetune.semi.threshold`; *accuracy*, the fraction of those confident voxels "
+                   "the annotation agrees with. Consistency training is only as good as these targets."),
+        _Table(named),
+    ]
+    warning = teacher_warning(teacher, label)
+    if warning:
+        blocks.append(_Paragraph(warning))
+    return blocks
+
+
 def _classification_blocks(results: pd.DataFrame, manifest: dict[str, Any] | None) -> list[Any]:
     """Test-set class balance, per-class and macro F1, confusion matrices at the largest budget."""
     from medssl.study.classification import class_balance_table, confusion_table, per_class_f1_table
@@ -405,10 +427,14 @@ def write_report(
     title: str = "Label-efficiency study",
     costs: pd.DataFrame | None = None,
     overlays: Sequence[tuple[str, Path]] = (),
+    teacher: pd.DataFrame | None = None,
 ) -> ReportFiles:
     """Write ``results.csv``, ``summary.csv``, plots, ``report.md`` and ``report.html`` into ``out_dir``.
 
-    ``costs``: what each arm cost (:func:`medssl.study.label_efficiency.arm_costs`), shown as a table."""
+    ``costs``: what each arm cost (:func:`medssl.study.label_efficiency.arm_costs`), shown as a table.
+    ``teacher``: the semi-supervised arms' pseudo-label coverage and accuracy per class
+    (:func:`medssl.study.teacher_diagnostics.pseudo_label_table`), with a warning for a class the
+    teacher was rarely confident on or mostly wrong about."""
     missing = set(RESULT_COLUMNS) - set(results.columns)
     if missing:
         raise ValueError(f"results lack the column(s) {sorted(missing)}")
@@ -480,6 +506,8 @@ def write_report(
                                  "scoring, and the images the networks were run on in training (student and "
                                  "teacher forward passes; a semi-supervised step also runs on unlabeled patches)."))
         blocks.append(_Table(costs))
+    if teacher is not None and not teacher.empty:
+        blocks += _teacher_blocks(teacher, manifest)
     blocks.append(_Heading("How to read this report", 2))
     blocks.append(_Paragraph(how_to_read(metrics, baseline, resample_seeds)))
     if manifest:
