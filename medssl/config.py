@@ -293,6 +293,9 @@ class SemiSupervisedConfig(Section):
     pseudo-class before averaging the classes, so a small organ is not outvoted by the background.
     ``teacher``: ``ema`` (decay ``ema_decay``) or ``student`` (the student itself, no gradient).
     ``teacher_flips``: average the teacher over left-right flips (test-time augmentation).
+    ``confident_only`` (mean teacher): the consistency only on the voxels where the teacher's
+    confidence reaches ``threshold`` (UA-MT's certainty mask), reduced per pseudo-class with
+    ``class_balanced``; a class the teacher is never sure of is then left to the labels.
     """
 
     method: Literal["none", "mean_teacher", "uda", "fixmatch", "unimatch"] = "none"
@@ -310,6 +313,7 @@ class SemiSupervisedConfig(Section):
     cutmix_prob: float = Field(0.5, ge=0, le=1)
     feature_dropout: float = Field(0.5, ge=0, lt=1)
     teacher_flips: bool = False
+    confident_only: bool = False
 
     @field_validator("threshold")
     @classmethod

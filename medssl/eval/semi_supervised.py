@@ -132,6 +132,17 @@ def softmax_mse(student_logits: torch.Tensor, teacher_probabilities: torch.Tenso
     return F.mse_loss(torch.softmax(student_logits.float(), dim=1), teacher_probabilities.float())
 
 
+def masked_softmax_mse(student_logits: torch.Tensor, teacher_probabilities: torch.Tensor, mask: torch.Tensor, *,
+                       num_classes: int, class_balanced: bool = True) -> torch.Tensor:
+    """Mean teacher's consistency on the voxels where the teacher is confident only
+    (``finetune.semi.confident_only``; the certainty mask of UA-MT, Yu et al. 2019, with the
+    teacher's confidence in place of its Monte-Carlo entropy): ``mean_c((softmax(z_s) - p_t)^2)`` per
+    voxel, reduced as the pseudo-label losses are; equal to :func:`softmax_mse` when every voxel is
+    confident and ``class_balanced`` is off."""
+    per_voxel = (torch.softmax(student_logits.float(), dim=1) - teacher_probabilities.float()).pow(2).mean(dim=1)
+    return _reduce(per_voxel, mask, teacher_probabilities.argmax(dim=1), num_classes, class_balanced)
+
+
 def _reduce(per_voxel: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, num_classes: int,
             class_balanced: bool) -> torch.Tensor:
     """Masked mean of a per-voxel loss: over all voxels (FixMatch's ``sum(mask * l) / N``) or per
@@ -395,7 +406,9 @@ class ConsistencyObjective:
         self.stats.add(labels, mask, None if truth is None else truth.reshape(labels.shape))
         logs = {"confident_fraction": float(mask.float().mean())}
         if cfg.method == "mean_teacher":
-            loss = softmax_mse(strong_logits[0], probabilities)
+            loss = (masked_softmax_mse(strong_logits[0], probabilities, mask, num_classes=k,
+                                       class_balanced=cfg.class_balanced)
+                    if cfg.confident_only else softmax_mse(strong_logits[0], probabilities))
             return loss, {**logs, "consistency": float(loss.detach())}
         if cfg.method == "uda":
             target = sharpen(probabilities, cfg.temperature)

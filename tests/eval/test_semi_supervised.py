@@ -17,6 +17,7 @@ from medssl.eval.semi_supervised import (
     class_thresholds,
     cutmix_boxes,
     masked_kl,
+    masked_softmax_mse,
     perturbed_features,
     pseudo_label_loss,
     pseudo_labels,
@@ -43,6 +44,23 @@ def test_consistency_losses_vanish_for_identical_predictions():
     assert float(masked_kl(z, p, mask, num_classes=3)) == pytest.approx(0.0, abs=1e-6)
     assert float(softmax_mse(z, torch.softmax(_logits(1), dim=1))) > 1e-3
     assert float(masked_kl(z, torch.softmax(_logits(1), dim=1), mask, num_classes=3)) > 1e-3
+
+
+def test_confident_only_mean_teacher_leaves_unsure_voxels_to_the_labels():
+    z, teacher = _logits(), torch.softmax(_logits(1), dim=1)
+    everything = torch.ones(2, 6, 6, dtype=torch.bool)
+    plain = masked_softmax_mse(z, teacher, everything, num_classes=3, class_balanced=False)
+    assert float(plain) == pytest.approx(float(softmax_mse(z, teacher)), rel=1e-6)  # all confident: mean teacher
+    assert float(masked_softmax_mse(z, teacher, ~everything, num_classes=3)) == 0.0
+    some = torch.zeros_like(everything)
+    some[0, :2] = True  # only these voxels may pull the student
+    loss = masked_softmax_mse(z.requires_grad_(), teacher, some, num_classes=3)
+    loss.backward()
+    assert float(loss) > 0
+    moved = z.grad.abs().sum(dim=1)
+    assert bool((moved[some] > 0).all()) and float(moved[~some].sum()) == 0.0
+    config = SemiSupervisedConfig(method="mean_teacher", confident_only=True)
+    assert config.confident_only and not SemiSupervisedConfig().confident_only
 
 
 def test_pseudo_label_loss_ignores_unconfident_voxels():
