@@ -295,7 +295,9 @@ class SemiSupervisedConfig(Section):
     ``teacher_flips``: average the teacher over left-right flips (test-time augmentation).
     ``confident_only`` (mean teacher): the consistency only on the voxels where the teacher's
     confidence reaches ``threshold`` (UA-MT's certainty mask), reduced per pseudo-class with
-    ``class_balanced``; a class the teacher is never sure of is then left to the labels.
+    ``class_balanced``; a class the teacher is never sure of is then left to the labels. Measured on
+    the built-in development cohort it was worse than scratch at 2, 4 and 8 labeled cases
+    (docs/studies.md section 7): an option to try on your own data, not a default.
     """
 
     method: Literal["none", "mean_teacher", "uda", "fixmatch", "unimatch"] = "none"

@@ -23,7 +23,8 @@ Design (what makes the numbers trustworthy):
   same patches in the same order; only the encoder weights differ.
 * **Resumable.** A finished cell is written atomically to ``cells/<init>/<cell>.csv`` with a JSON
   record (its key hashes the config, the data fingerprint, the encoder file and the case ids it
-  used); a re-run skips cells whose key matches and recomputes the others. The same config on the
+  used; ``finetune.semi`` and ``study.unlabeled`` only for the semi-supervised arms); a re-run skips
+  cells whose key matches and recomputes the others. The same config on the
   same data gives the same numbers on CPU, whether or not it was interrupted.
 
 Layout of ``run_dir``: ``config.yaml``, ``manifest.json``, ``cells/``, ``results.csv``,
@@ -194,13 +195,26 @@ def _init_fingerprints(inits: dict[str, str | None]) -> dict[str, str]:
 
 
 def study_key(config: Config, data: LabeledData) -> str:
-    """Everything a cell's numbers depend on besides its init, seed, fold and cases."""
+    """Everything a labels-only cell's numbers depend on besides its init, seed, fold and cases.
+
+    ``finetune.semi`` and ``study.unlabeled`` are left out: they change the semi-supervised arms
+    only (:func:`semi_key`), so tuning those arms reuses the finished labels-only cells.
+    """
     return text_fingerprint(
-        json.dumps(config.finetune.model_dump(mode="json"), sort_keys=True),
+        json.dumps(config.finetune.model_dump(mode="json", exclude={"semi"}), sort_keys=True),
         json.dumps(config.data.preprocess.model_dump(mode="json"), sort_keys=True),
         json.dumps(config.pretrain.encoder.model_dump(mode="json"), sort_keys=True),
         config.study.evaluation, config.study.knn_k, config.study.probe_c, config.seed, data.fingerprint,
-        data.content_key, file_fingerprint(config.study.unlabeled) if config.study.unlabeled else "",
+        data.content_key,
+    )
+
+
+def semi_key(config: Config) -> str:
+    """What a semi-supervised cell depends on beyond :func:`study_key`: the ``finetune.semi``
+    settings and the ``study.unlabeled`` manifest's content."""
+    return text_fingerprint(
+        json.dumps(config.finetune.semi.model_dump(mode="json"), sort_keys=True),
+        file_fingerprint(config.study.unlabeled) if config.study.unlabeled else "",
     )
 
 
@@ -227,8 +241,8 @@ def unlabeled_archive(config: Config, data: LabeledData, splits: Sequence[Split]
     return per_fold
 
 
-def _cell_key(base: str, plan: CellPlan, init_fingerprint: str) -> str:
-    semi = () if plan.semi == "none" else (plan.semi, sorted(plan.unlabeled_ids))
+def _cell_key(base: str, semi_settings: str, plan: CellPlan, init_fingerprint: str) -> str:
+    semi = () if plan.semi == "none" else (plan.semi, semi_settings, sorted(plan.unlabeled_ids))
     return text_fingerprint(base, init_fingerprint, plan.budget, plan.seed, plan.fold,
                             sorted(plan.train_ids), sorted(plan.val_ids), sorted(plan.test_ids), *semi)
 
@@ -303,7 +317,7 @@ def run_label_efficiency(
             config.data.cache_dir = str(run_dir / "cache")
     splits = make_splits(config, data)
     plans = plan_cells(config, data, splits)
-    base_key = study_key(config, data)
+    base_key, semi_settings = study_key(config, data), semi_key(config)
     needs_archive = study.unlabeled and any(plan.semi != "none" for plan in plans)
     archive = unlabeled_archive(config, data, splits) if needs_archive else {}
     init_prints = _init_fingerprints(study.inits)
@@ -338,7 +352,7 @@ def run_label_efficiency(
     frames: dict[int, pd.DataFrame] = {}
     pending: list[tuple[int, CellPlan, dict[str, Any]]] = []
     for number, plan in enumerate(plans, start=1):
-        key = _cell_key(base_key, plan, init_prints[plan.init])
+        key = _cell_key(base_key, semi_settings, plan, init_prints[plan.init])
         finished = _load_finished(run_dir, plan, key) if resume else None
         if finished is not None:
             frames[number] = finished

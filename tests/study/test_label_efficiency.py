@@ -89,6 +89,19 @@ def test_changed_settings_invalidate_finished_cells(cohort, tmp_path, monkeypatc
     assert calls == [1]
 
 
+def test_tuning_the_semi_supervised_arm_reuses_the_labels_only_cells(cohort, tmp_path, monkeypatch):
+    """finetune.semi settings change the semi-supervised cells only: a sweep over them does not
+    retrain scratch."""
+    arms = ("study.seeds=[0]", "study.budgets=[2]", "study.semi=[none, mean_teacher]")
+    run_label_efficiency(_config(cohort, tmp_path, *arms), tmp_path / "run")
+    recomputed = []
+    original = label_efficiency.train_and_evaluate
+    monkeypatch.setattr(label_efficiency, "train_and_evaluate",
+                        lambda config, *a, **k: recomputed.append(config.finetune.semi.method) or original(config, *a, **k))
+    run_label_efficiency(_config(cohort, tmp_path, *arms, "finetune.semi.weight=0.3"), tmp_path / "run")
+    assert recomputed == ["mean_teacher"]
+
+
 def test_patient_level_split_and_fixed_test_set(cohort, tmp_path):
     config = _config(cohort, tmp_path, "study.budgets=[2,4]", "study.seeds=[0,1]")
     results = run_label_efficiency(config, tmp_path / "run")
