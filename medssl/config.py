@@ -298,6 +298,11 @@ class SemiSupervisedConfig(Section):
     ``class_balanced``; a class the teacher is never sure of is then left to the labels. Measured on
     the built-in development cohort it was worse than scratch at 2, 4 and 8 labeled cases
     (docs/studies.md section 7): an option to try on your own data, not a default.
+    ``bn_statistics``: ``labeled`` (the student forwards the labeled patches alone, then the strong
+    views with the batch-norm running statistics frozen, so the test-time normalisation is that of
+    the labeled patches, as in labels-only training) or ``mixed`` (one forward over the labeled
+    patches and the strong views together, as FixMatch's reference code does; the running
+    statistics then absorb the strong views).
     """
 
     method: Literal["none", "mean_teacher", "uda", "fixmatch", "unimatch"] = "none"
@@ -316,6 +321,7 @@ class SemiSupervisedConfig(Section):
     feature_dropout: float = Field(0.5, ge=0, lt=1)
     teacher_flips: bool = False
     confident_only: bool = False
+    bn_statistics: Literal["labeled", "mixed"] = "labeled"
 
     @field_validator("threshold")
     @classmethod

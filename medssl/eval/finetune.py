@@ -30,6 +30,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -301,11 +302,12 @@ def _semi_supervised_step(model: FinetuneModel, cfg: FinetuneConfig, criterion: 
     segmentation (dense, per-voxel) and classification (per-case) alike.
 
     Before ``semi.start_step`` (and wherever the ramped weight is 0) a step is exactly a labels-only
-    step. Afterwards one student forward runs on the labeled images and the strong views together
-    (batch-norm statistics over both), the teacher on the weak views without gradient.
+    step. Afterwards the student runs on the labeled images, then on the strong views with the
+    batch-norm running statistics frozen (``semi.bn_statistics: labeled``; ``mixed``: one forward
+    over both), the teacher on the weak views without gradient.
     ``truth_of(item)``: the unlabeled items' own annotation (for the pseudo-label diagnostics only).
     """
-    from medssl.eval.semi_supervised import ConsistencyObjective, build_strong_view
+    from medssl.eval.semi_supervised import ConsistencyObjective, build_strong_view, frozen_running_statistics
     from medssl.models.registry import encoder_class
 
     semi = cfg.semi
@@ -337,12 +339,18 @@ def _semi_supervised_step(model: FinetuneModel, cfg: FinetuneConfig, criterion: 
         weak = _to_spatial_dims(item["image"].float(), model.spatial_dims).to(device)
         truth = truth_of(item)
         teacher = state["teacher"] if state["teacher"] is not None else network
-        probabilities = objective.teacher_probabilities(teacher, weak)
+        student_teaches = teacher is network and semi.bn_statistics == "labeled"
+        with frozen_running_statistics(network) if student_teaches else contextlib.nullcontext():
+            probabilities = objective.teacher_probabilities(teacher, weak)
         views, boxes = objective.strong_inputs(weak, generator)
-        logits = network(torch.cat([image, *views])).float()
         n = image.shape[0]
-        supervised = criterion(logits[:n], target)
-        strong_logits = list(torch.split(logits[n:], weak.shape[0]))
+        if semi.bn_statistics == "mixed":
+            logits = network(torch.cat([image, *views])).float()
+            supervised, strong_logits = criterion(logits[:n], target), list(torch.split(logits[n:], weak.shape[0]))
+        else:
+            supervised = criterion(network(image).float(), target)
+            with frozen_running_statistics(network):
+                strong_logits = list(torch.split(network(torch.cat(views)).float(), weak.shape[0]))
         unsupervised, _logs = objective.loss(network, probabilities, strong_logits, boxes, weak, generator, truth)
         per_teacher = 2 if semi.teacher_flips else 1
         forward_items[0] += n + weak.shape[0] * (len(views) + per_teacher + (semi.method == "unimatch"))

@@ -246,6 +246,42 @@ class EMATeacher:
         return self.network(x)
 
 
+# ---- batch-norm statistics of the unlabeled stream ---------------------------------------------
+
+
+@contextlib.contextmanager
+def frozen_running_statistics(network: nn.Module) -> Iterator[None]:
+    """Within the block, batch norm still normalises each batch by its own statistics, but the
+    running mean and variance (what the network uses at test time) are left as they were.
+
+    Consistency training forwards the strong views of unlabeled patches: other images (uniform
+    patch centres, the intensity artefacts of the strong preset) than the labeled patches and the
+    test images. Folded into the running statistics, they shift the test-time normalisation away
+    from the one the supervised loss trained; ``finetune.semi.bn_statistics: labeled`` keeps them out.
+    The same idea as the separate batch-norm statistics per domain of Chang et al. 2019
+    ("Domain-specific batch normalization"). Implemented by setting each norm's ``momentum`` to 0
+    (``running = (1 - 0) * running + 0 * batch``) and restoring it and ``num_batches_tracked`` after.
+
+    >>> bn = nn.BatchNorm1d(2).train()
+    >>> with frozen_running_statistics(bn):
+    ...     _ = bn(torch.randn(8, 2) + 5)
+    >>> bool(bn.running_mean.eq(0).all())
+    True
+    """
+    norms = [m for m in network.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
+    for module in norms:
+        module.momentum = 0.0
+    try:
+        yield
+    finally:
+        for module, (momentum, tracked) in zip(norms, saved):
+            module.momentum = momentum
+            if tracked is not None:
+                module.num_batches_tracked.copy_(tracked)
+
+
 # ---- feature perturbation (UniMatch) -----------------------------------------------------------
 
 
@@ -423,7 +459,8 @@ class ConsistencyObjective:
                  for z, (y, m) in zip(strong_logits, targets)]
         loss = sum(terms) / len(terms)
         if cfg.method == "unimatch":
-            with perturbed_features(student, self.encoder_modules, cfg.feature_dropout, generator):
+            frozen = frozen_running_statistics(student) if cfg.bn_statistics == "labeled" else contextlib.nullcontext()
+            with frozen, perturbed_features(student, self.encoder_modules, cfg.feature_dropout, generator):
                 fp_logits = student(weak)
             fp = pseudo_label_loss(fp_logits, labels, mask, num_classes=k, class_balanced=cfg.class_balanced)
             logs["feature_perturbation"] = float(fp.detach())

@@ -225,6 +225,34 @@ def test_a_semi_supervised_arm_before_its_start_step_is_the_labels_only_arm(coho
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_strong_views_never_reach_the_test_time_normalisation(cohort):
+    """bn_statistics: labeled. With a vanishing consistency weight the semi-supervised path still
+    forwards the strong views every step, yet the network (weights and batch-norm running
+    statistics) is exactly the labels-only one; one forward over labeled and strong views together
+    (mixed) changes it."""
+    labels_only = _run(cohort).model.network.state_dict()
+    tiny = ("finetune.semi.method=mean_teacher", "finetune.semi.weight=1e-30")
+    separate = _run(cohort, *tiny)
+    assert separate.record["history"]["semi_steps"] == 4
+    assert all(torch.equal(labels_only[k], v) for k, v in separate.model.network.state_dict().items())
+    mixed = _run(cohort, *tiny, "finetune.semi.bn_statistics=mixed").model.network.state_dict()
+    moved = [k for k in labels_only if k.endswith("running_var") and not torch.equal(labels_only[k], mixed[k])]
+    assert moved
+
+
+def test_frozen_running_statistics_restores_momentum_and_counts():
+    from medssl.eval.semi_supervised import frozen_running_statistics
+
+    network = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, momentum=0.3), nn.BatchNorm2d(2, momentum=None)).train()
+    network(torch.randn(4, 1, 8, 8))
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    with frozen_running_statistics(network):
+        out = network(torch.randn(4, 1, 8, 8) * 3 + 2)
+    assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())
+    assert network[1].momentum == 0.3 and network[2].momentum is None
+    assert out[:, 0].mean().abs() < 1e-5  # still normalised by the batch's own statistics
+
+
 def test_the_unlabeled_annotation_never_trains_the_network(cohort, tmp_path):
     """Swapping the unlabeled cases' masks for garbage changes the diagnostics, never the weights."""
     import nibabel as nib
