@@ -252,6 +252,8 @@ def _setup_paragraph(manifest: dict[str, Any] | None, results: pd.DataFrame) -> 
 
 
 def _class_column(k: int, mask_labels: Sequence[int] | None, class_names: Mapping[int, str] | None) -> str:
+    if k == 0:
+        return "background"
     value = mask_labels[k - 1] if mask_labels and k <= len(mask_labels) else (None if mask_labels else k)
     name = (class_names or {}).get(value) if value is not None else None
     if name:

@@ -53,12 +53,14 @@ def test_the_report_shows_the_teacher_table_and_its_warning(tmp_path):
             for init in ("scratch", "scratch+mean_teacher") for b in (2, 8) for s in (0, 1)
             for c, v in (("a", 0.5 + 0.02 * b), ("b", 0.6 + 0.02 * b))]
     teacher = pd.DataFrame({"arm": ["scratch+mean_teacher"] * 2, "labeled cases": [2, 8],
+                            "coverage 0": [0.97, 0.98], "accuracy 0": [1.0, 1.0],
                             "coverage 1": [0.4, 0.01], "accuracy 1": [0.8, 0.9]})
     manifest = {"config": {"finetune": {"mask_labels": [1], "class_names": {"1": "liver"}}}}
     text = write_report(pd.DataFrame(rows), tmp_path, n_resamples=50, manifest=manifest,
                         teacher=teacher).markdown.read_text()
     assert "## What the teacher got right on the unlabeled volumes" in text
     assert "coverage liver" in text and "a teacher was rarely confident" in text
+    assert "coverage background" in text and text.count("coverage liver") == 1  # class 0 is not a mask label
     assert "with 8 labeled cases: liver" in text
     plain = write_report(pd.DataFrame(rows), tmp_path / "plain", n_resamples=50).markdown.read_text()
     assert "What the teacher got right" not in plain
