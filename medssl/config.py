@@ -300,9 +300,10 @@ class SemiSupervisedConfig(Section):
     (docs/studies.md section 7): an option to try on your own data, not a default.
     ``bn_statistics``: ``labeled`` (the student forwards the labeled patches alone, then the strong
     views with the batch-norm running statistics frozen, so the test-time normalisation is that of
-    the labeled patches, as in labels-only training) or ``mixed`` (one forward over the labeled
-    patches and the strong views together, as FixMatch's reference code does; the running
-    statistics then absorb the strong views).
+    the labeled patches, as in labels-only training; the teacher predicts in evaluation mode, as the
+    network would at test time) or ``mixed`` (one forward over the labeled patches and the strong
+    views together, as FixMatch's reference code does, and a teacher normalised by the unlabeled
+    batch's own statistics; the running statistics then absorb the strong views).
     """
 
     method: Literal["none", "mean_teacher", "uda", "fixmatch", "unimatch"] = "none"

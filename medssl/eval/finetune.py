@@ -304,10 +304,16 @@ def _semi_supervised_step(model: FinetuneModel, cfg: FinetuneConfig, criterion: 
     Before ``semi.start_step`` (and wherever the ramped weight is 0) a step is exactly a labels-only
     step. Afterwards the student runs on the labeled images, then on the strong views with the
     batch-norm running statistics frozen (``semi.bn_statistics: labeled``; ``mixed``: one forward
-    over both), the teacher on the weak views without gradient.
+    over both), the teacher on the weak views without gradient (in evaluation mode with
+    ``labeled``).
     ``truth_of(item)``: the unlabeled items' own annotation (for the pseudo-label diagnostics only).
     """
-    from medssl.eval.semi_supervised import ConsistencyObjective, build_strong_view, frozen_running_statistics
+    from medssl.eval.semi_supervised import (
+        ConsistencyObjective,
+        build_strong_view,
+        frozen_running_statistics,
+        predicting_as_at_test_time,
+    )
     from medssl.models.registry import encoder_class
 
     semi = cfg.semi
@@ -339,8 +345,9 @@ def _semi_supervised_step(model: FinetuneModel, cfg: FinetuneConfig, criterion: 
         weak = _to_spatial_dims(item["image"].float(), model.spatial_dims).to(device)
         truth = truth_of(item)
         teacher = state["teacher"] if state["teacher"] is not None else network
-        student_teaches = teacher is network and semi.bn_statistics == "labeled"
-        with frozen_running_statistics(network) if student_teaches else contextlib.nullcontext():
+        teacher_network = teacher.network if teacher is not network else network
+        with (predicting_as_at_test_time(teacher_network) if semi.bn_statistics == "labeled"
+              else contextlib.nullcontext()):
             probabilities = objective.teacher_probabilities(teacher, weak)
         views, boxes = objective.strong_inputs(weak, generator)
         n = image.shape[0]

@@ -282,6 +282,28 @@ def frozen_running_statistics(network: nn.Module) -> Iterator[None]:
                 module.num_batches_tracked.copy_(tracked)
 
 
+@contextlib.contextmanager
+def predicting_as_at_test_time(network: nn.Module) -> Iterator[None]:
+    """Within the block ``network`` is in evaluation mode (batch norm uses its running statistics,
+    dropout is off); its former mode is restored after. The teacher of ``bn_statistics: labeled``
+    predicts this way, so its targets are what the network would predict at test time, not
+    predictions normalised by the statistics of a batch of unlabeled patches.
+
+    >>> net = nn.BatchNorm1d(2).train()
+    >>> with predicting_as_at_test_time(net):
+    ...     net.training
+    False
+    >>> net.training
+    True
+    """
+    was_training = network.training
+    network.eval()
+    try:
+        yield
+    finally:
+        network.train(was_training)
+
+
 # ---- feature perturbation (UniMatch) -----------------------------------------------------------
 
 
