@@ -13,8 +13,8 @@ cell record keeps, per class ``k`` (``history`` of ``cells/<arm>/<cell>.json``):
 :func:`pseudo_label_table` averages them per arm and labeled-case count; :func:`teacher_warning`
 names a class the teacher was almost never confident on (coverage below ``min_coverage``) or was
 mostly wrong on (accuracy below ``min_accuracy``). On the built-in CT cohort (2D track, 600 steps)
-mean teacher's confident organ labels were 32-75% right, on a twentieth to a half of the organ
-voxels, and the arm scored within 0.02 Dice of labels alone (docs/studies.md, section 7).
+mean teacher's confident kidney labels were 32-76% right, on a tenth to a third of the kidney
+voxels, and the arm scored within 0.03 Dice of labels alone (docs/studies.md, section 7).
 
 Example:
     >>> table = pd.DataFrame({"arm": ["scratch+mean_teacher"] * 2, "labeled cases": [2, 8],
