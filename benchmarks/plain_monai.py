@@ -5,8 +5,11 @@ MONAI's spleen and BTCV tutorials), ``DiceCELoss`` (softmax, one-hot targets), A
 usual dictionary augmentation: ``RandCropByPosNegLabeld`` (pos 1, neg 1), ``RandFlipd`` on each
 axis and ``RandRotate90d`` (p 0.1 each), ``RandShiftIntensityd`` (offsets 0.1, p 0.5), as in the
 tutorials. It trains on the same preprocessed cases (the study's cache: same spacing, window and
-intensity range), for the same steps and batch size, and is scored by medssl's sliding-window
-evaluation, so only the recipe differs. Random state from the seed (MONAI ``set_determinism``).
+intensity range), for the same steps, and is scored by medssl's sliding-window evaluation of the
+same test cases, so only the recipe differs. It is always 3D: where the study runs the 2D slice
+track, the plain recipe takes the 3D track's patches and batch (:data:`PATCH_3D`, :data:`BATCH_3D`),
+as a MONAI user would. It has no post-processing (``keep_largest_components``: none). Random state
+from the seed (MONAI ``set_determinism``).
 
 Example::
 
@@ -21,6 +24,20 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
+
+
+#: The plain recipe's patch and batch when the study's own recipe is 2D (the 3D track's, TRACK_3D).
+PATCH_3D = (32, 32, 32)
+BATCH_3D = 4
+
+
+def plain_monai_finetune(cfg: Any) -> Any:
+    """The study's ``finetune`` section as the plain recipe uses it: 3D patches (the 3D track's patch
+    and batch where the study is 2D), no slice context, no post-processing."""
+    update: dict[str, Any] = {"keep_largest_components": None, "slice_context": 0}
+    if len(tuple(cfg.patch_size)) == 2:
+        update.update(patch_size=PATCH_3D, batch_size=BATCH_3D)
+    return cfg.model_copy(update=update)
 
 
 def plain_monai_network(num_classes: int) -> torch.nn.Module:
@@ -60,6 +77,7 @@ def train_plain_monai(data: Any, train_ids: Sequence[str], test_ids: Sequence[st
     from medssl.eval.evaluate import evaluate_segmentation
     from medssl.eval.networks import FinetuneModel
 
+    cfg = plain_monai_finetune(cfg)
     set_determinism(seed=seed)
     started = time.perf_counter()
     network = plain_monai_network(cfg.num_classes)

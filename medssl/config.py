@@ -383,6 +383,11 @@ class FinetuneConfig(Section):
     view of ``semi``, so a labels-only arm can see what a semi-supervised one sees). ``intensity_args`` overrides its probabilities
     (``window_prob``, ``curve_prob``, ``inversion_prob``, ``mild_prob``) and ``curve_controls``.
     See :mod:`medssl.transforms.finetune_intensity` and ``docs/augmentations.md``.
+
+    ``keep_largest_components``: class index (after ``mask_labels``) -> how many of its largest
+    connected components the scored prediction keeps (``{1: 1, 2: 2}``: one liver, two kidneys);
+    the rest of the class becomes background. nnU-Net's post-processing, for every arm alike
+    (:mod:`medssl.eval.postprocess`). ``null`` (default): the argmax as it is.
     """
 
     task: Literal["segmentation", "classification"] = "segmentation"
@@ -420,6 +425,7 @@ class FinetuneConfig(Section):
     slice_context: int = Field(0, ge=0)
     intensity_augmentation: Literal["none", "mild", "contrast_randomization", "strong"] = "none"
     intensity_args: dict[str, Any] = Field(default_factory=dict)
+    keep_largest_components: dict[int, int] | None = None
     semi: SemiSupervisedConfig = Field(default_factory=SemiSupervisedConfig)
 
     @field_validator("patch_size", "input_size")
@@ -435,6 +441,14 @@ class FinetuneConfig(Section):
         if value is not None and (not value or len(set(value)) != len(value) or min(value) < 1):
             raise ValueError("mask_labels must list distinct mask values >= 1 (background 0 is implicit)")
         return value
+
+    @model_validator(mode="after")
+    def _components_of_known_classes(self) -> "FinetuneConfig":
+        for label, count in (self.keep_largest_components or {}).items():
+            if not 1 <= int(label) < self.num_classes or int(count) < 1:
+                raise ValueError(f"keep_largest_components maps a class index in [1, {self.num_classes - 1}] "
+                                 f"(num_classes - 1; 0 is the background) to a count >= 1, got {label}: {count}")
+        return self
 
 
 class StudyConfig(Section):

@@ -29,6 +29,7 @@ from medssl.data.slices import resolve_slice_axis
 from medssl.eval.cases import LabeledCase, remap_mask, whole_volume_input
 from medssl.eval.inference import predict_labels
 from medssl.eval.metrics import classification_table, segmentation_case_metrics
+from medssl.eval.postprocess import keep_largest_components
 from medssl.eval.networks import FinetuneModel
 from medssl.utils.devices import device_of
 
@@ -38,9 +39,10 @@ log = logging.getLogger(__name__)
 def predict_case(model: FinetuneModel, case: LabeledCase, cfg: FinetuneConfig,
                  device: torch.device | str | None = None) -> torch.Tensor:
     """The whole-volume label map ``(X, Y, Z)`` of one case: sliding window over ``patch_size``
-    (2D networks slice by slice along ``slice_axis``, with ``slice_context``), as it is scored."""
+    (2D networks slice by slice along ``slice_axis``, with ``slice_context``), then
+    ``keep_largest_components`` where set (:mod:`medssl.eval.postprocess`), as it is scored."""
     image = case.image_tensor()
-    return predict_labels(
+    labels = predict_labels(
         model.network,
         image,
         roi_size=cfg.patch_size,
@@ -51,6 +53,9 @@ def predict_case(model: FinetuneModel, case: LabeledCase, cfg: FinetuneConfig,
         slice_axis=resolve_slice_axis(cfg.slice_axis, case.spacing, tuple(image.shape)),
         slice_context=cfg.slice_context,
     )
+    if cfg.keep_largest_components:
+        labels = keep_largest_components(labels, cfg.keep_largest_components)
+    return labels
 
 
 def evaluate_segmentation(

@@ -54,3 +54,19 @@ def test_plain_monai_baseline_trains_on_the_same_cases_and_is_scored_like_every_
     assert list(per_case["case_id"]) == ["case04", "case05"] and {"dice", "dice_1", "dice_2"} <= set(per_case.columns)
     assert record["steps"] == 8 and record["final_loss"] < record["first_loss"]
     assert per_case["dice"].tolist() == again["dice"].tolist()  # seeded
+
+
+def test_plain_monai_baseline_is_3d_and_unprocessed_whatever_the_study_track():
+    """Against a 2D-track study the plain recipe stays MONAI's 3D one, without medssl's post-processing."""
+    from plain_monai import BATCH_3D, PATCH_3D, plain_monai_finetune
+
+    from medssl.config import FinetuneConfig
+
+    study = FinetuneConfig(num_classes=3, patch_size=(64, 64), batch_size=8, slice_context=1,
+                           keep_largest_components={1: 1, 2: 2})
+    plain = plain_monai_finetune(study)
+    assert plain.patch_size == PATCH_3D and plain.batch_size == BATCH_3D
+    assert plain.keep_largest_components is None and plain.slice_context == 0
+    assert plain.steps == study.steps
+    three_d = plain_monai_finetune(study.model_copy(update={"patch_size": (24, 24, 24), "batch_size": 2}))
+    assert three_d.patch_size == (24, 24, 24) and three_d.batch_size == 2
