@@ -414,6 +414,39 @@ _HOW_TO_READ = (
 )
 
 
+def recipe_line(manifest: dict) -> str | None:
+    """The fine-tuning recipe every arm shared, in one line, from the run record's resolved config
+    (``None`` without one): the scratch network, the track, patches, steps and batch, the intensity
+    augmentation, how patch centres were drawn, and the post-processing of the scored prediction.
+
+    Example:
+        >>> recipe_line({"scratch_encoder": {"name": "basicunet"}, "config": {"finetune": {
+        ...     "task": "segmentation", "patch_size": [64, 64], "steps": 600, "batch_size": 8,
+        ...     "class_balanced": True, "keep_largest_components": {"1": 1, "2": 2}}}})
+        '- recipe (every arm): network `basicunet`, 2D slices of 64 x 64, 600 steps of batch 8, intensity augmentation `none`, class-balanced patch centres, post-processing: the largest 1 component(s) of class 1, 2 of class 2'
+    """
+    finetune = (manifest.get("config") or {}).get("finetune")
+    if not finetune:
+        return None
+    network = (manifest.get("scratch_encoder") or {}).get("name") or finetune.get("network", "auto")
+    patch = [int(v) for v in finetune.get("patch_size", [])]
+    context = int(finetune.get("slice_context", 0) or 0)
+    track = (f"2D slices of {' x '.join(map(str, patch))}" + (f" with {context} neighbour(s) a side (2.5D)" if context else "")
+             if len(patch) == 2 else f"3D patches of {' x '.join(map(str, patch))}")
+    parts = [f"network `{network}`", track,
+             f"{finetune.get('steps', '?')} steps of batch {finetune.get('batch_size', '?')}"]
+    if finetune.get("task", "segmentation") == "segmentation":
+        parts.append(f"intensity augmentation `{finetune.get('intensity_augmentation', 'none')}`")
+        parts.append("class-balanced patch centres" if finetune.get("class_balanced")
+                     else f"foreground patch centres with probability {finetune.get('pos_fraction', '?')}")
+        components = finetune.get("keep_largest_components") or {}
+        parts.append("post-processing: " + (", ".join(
+            f"the largest {count} component(s) of class {label}" if i == 0 else f"{count} of class {label}"
+            for i, (label, count) in enumerate(sorted(components.items(), key=lambda kv: int(kv[0]))))
+            if components else "none"))
+    return "- recipe (every arm): " + ", ".join(parts)
+
+
 def write_report(
     results: pd.DataFrame,
     out_dir: str | Path,
@@ -524,6 +557,9 @@ def write_report(
             f"- {versions}" if versions else "- package versions: see `manifest.json`",
             f"- data fingerprint `{manifest.get('data_fingerprint', '?')}`; the full record is in `manifest.json`",
         ]
+        recipe = recipe_line(manifest)
+        if recipe:
+            facts.insert(0, recipe)
         blocks.append(_Paragraph("\n".join(facts)))
 
     summary_all = pd.concat(summaries, ignore_index=True)

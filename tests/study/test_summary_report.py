@@ -119,6 +119,17 @@ def test_tables_and_report_files(tmp_path):
         write_report(results.iloc[:0], tmp_path / "empty")
 
 
+def test_the_report_states_the_recipe_every_arm_shared(tmp_path):
+    """A reader of the report sees the network, the track and the post-processing that were scored."""
+    manifest = {"scratch_encoder": {"name": "resnet10_tiny"}, "config": {"finetune": {
+        "task": "segmentation", "patch_size": [32, 32, 32], "steps": 300, "batch_size": 4, "class_balanced": False,
+        "pos_fraction": 0.9, "intensity_augmentation": "mild", "keep_largest_components": None}}}
+    text = write_report(_segmentation_results(), tmp_path, n_resamples=100, manifest=manifest).markdown.read_text()
+    line = next(row for row in text.splitlines() if row.startswith("- recipe (every arm):"))
+    assert "network `resnet10_tiny`" in line and "3D patches of 32 x 32 x 32" in line and "300 steps of batch 4" in line
+    assert "intensity augmentation `mild`" in line and "probability 0.9" in line and "post-processing: none" in line
+
+
 def test_per_class_table_names_classes_by_mask_value():
     from medssl.study.report import per_class_table
 
