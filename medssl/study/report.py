@@ -428,7 +428,9 @@ def recipe_line(manifest: dict) -> str | None:
     finetune = (manifest.get("config") or {}).get("finetune")
     if not finetune:
         return None
-    network = (manifest.get("scratch_encoder") or {}).get("name") or finetune.get("network", "auto")
+    config = manifest.get("config") or {}
+    network = (((config.get("pretrain") or {}).get("encoder") or {}).get("name")  # as the user named it
+               or (manifest.get("scratch_encoder") or {}).get("name") or finetune.get("network", "auto"))
     patch = [int(v) for v in finetune.get("patch_size", [])]
     context = int(finetune.get("slice_context", 0) or 0)
     track = (f"2D slices of {' x '.join(map(str, patch))}" + (f" with {context} neighbour(s) a side (2.5D)" if context else "")

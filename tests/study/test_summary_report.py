@@ -121,7 +121,8 @@ def test_tables_and_report_files(tmp_path):
 
 def test_the_report_states_the_recipe_every_arm_shared(tmp_path):
     """A reader of the report sees the network, the track and the post-processing that were scored."""
-    manifest = {"scratch_encoder": {"name": "resnet10_tiny"}, "config": {"finetune": {
+    manifest = {"scratch_encoder": {"name": "resnet10"}, "config": {"pretrain": {"encoder": {"name": "resnet10_tiny"}},
+                                                                    "finetune": {
         "task": "segmentation", "patch_size": [32, 32, 32], "steps": 300, "batch_size": 4, "class_balanced": False,
         "pos_fraction": 0.9, "intensity_augmentation": "mild", "keep_largest_components": None}}}
     text = write_report(_segmentation_results(), tmp_path, n_resamples=100, manifest=manifest).markdown.read_text()
