@@ -388,6 +388,8 @@ class FinetuneConfig(Section):
     connected components the scored prediction keeps (``{1: 1, 2: 2}``: one liver, two kidneys);
     the rest of the class becomes background. nnU-Net's post-processing, for every arm alike
     (:mod:`medssl.eval.postprocess`). ``null`` (default): the argmax as it is.
+    ``test_time_flips``: the scored probabilities are averaged over every combination of flips of the
+    network's spatial axes (nnU-Net's mirroring; 4x the inference of a 2D network, 8x of a 3D one).
     """
 
     task: Literal["segmentation", "classification"] = "segmentation"
@@ -426,6 +428,7 @@ class FinetuneConfig(Section):
     intensity_augmentation: Literal["none", "mild", "contrast_randomization", "strong"] = "none"
     intensity_args: dict[str, Any] = Field(default_factory=dict)
     keep_largest_components: dict[int, int] | None = None
+    test_time_flips: bool = False
     semi: SemiSupervisedConfig = Field(default_factory=SemiSupervisedConfig)
 
     @field_validator("patch_size", "input_size")

@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 def predict_case(model: FinetuneModel, case: LabeledCase, cfg: FinetuneConfig,
                  device: torch.device | str | None = None) -> torch.Tensor:
     """The whole-volume label map ``(X, Y, Z)`` of one case: sliding window over ``patch_size``
-    (2D networks slice by slice along ``slice_axis``, with ``slice_context``), then
-    ``keep_largest_components`` where set (:mod:`medssl.eval.postprocess`), as it is scored."""
+    (2D networks slice by slice along ``slice_axis``, with ``slice_context``; averaged over flips
+    with ``test_time_flips``), then ``keep_largest_components`` where set (:mod:`medssl.eval.postprocess`), as it is scored."""
     image = case.image_tensor()
     labels = predict_labels(
         model.network,
@@ -52,6 +52,7 @@ def predict_case(model: FinetuneModel, case: LabeledCase, cfg: FinetuneConfig,
         device=device_of(model.network, device),
         slice_axis=resolve_slice_axis(cfg.slice_axis, case.spacing, tuple(image.shape)),
         slice_context=cfg.slice_context,
+        test_time_flips=cfg.test_time_flips,
     )
     if cfg.keep_largest_components:
         labels = keep_largest_components(labels, cfg.keep_largest_components)

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from typing import Sequence
 
 import torch
@@ -51,8 +52,13 @@ def predict_segmentation(
     device: torch.device | str | None = None,
     slice_axis: int = 2,
     slice_context: int = 0,
+    test_time_flips: bool = False,
 ) -> torch.Tensor:
     """Class probabilities ``(K, X, Y, Z)`` (softmax) of a whole volume ``image`` ``(C, X, Y, Z)``.
+
+    ``test_time_flips``: the mean of the probabilities over every combination of flips of the
+    network's spatial axes (each prediction flipped back): 4 passes for a 2D network (its two
+    in-plane axes), 8 for a 3D one. This is nnU-Net's test-time mirroring (Isensee et al. 2021).
 
     ``spatial_dims=2``: the network takes ``(B, C * (2 * slice_context + 1), A, B)``; every slice
     along ``slice_axis`` (0, 1, 2; resolve ``auto`` with :func:`medssl.data.slices.resolve_slice_axis`)
@@ -72,20 +78,39 @@ def predict_segmentation(
         batch = image.unsqueeze(0)
     else:
         batch = volume_to_slices(image, slice_axis, slice_context)  # (S, C', A, B): one 2D image per slice
-    logits = sliding_window_inference(
-        batch.to(device),
-        roi_size=roi,
-        sw_batch_size=sw_batch_size,
-        predictor=network,
-        overlap=overlap,
-        mode=mode,
-        sw_device=device,
-        device=torch.device("cpu"),
-    )
-    probabilities = torch.softmax(logits.float(), dim=1)
+
+    def window_probabilities(inputs: torch.Tensor) -> torch.Tensor:
+        logits = sliding_window_inference(
+            inputs.to(device),
+            roi_size=roi,
+            sw_batch_size=sw_batch_size,
+            predictor=network,
+            overlap=overlap,
+            mode=mode,
+            sw_device=device,
+            device=torch.device("cpu"),
+        )
+        return torch.softmax(logits.float(), dim=1)
+
+    probabilities = window_probabilities(batch)
+    if test_time_flips:
+        for dims in flip_combinations(batch.ndim - 2):
+            probabilities += window_probabilities(batch.flip(dims)).flip(dims)
+        probabilities /= 2 ** (batch.ndim - 2)
     if spatial_dims == 3:
         return probabilities[0]
     return slices_to_volume(probabilities, slice_axis)  # (K, X, Y, Z)
+
+
+def flip_combinations(spatial_dims: int) -> list[tuple[int, ...]]:
+    """Every non-empty set of the spatial axes of a ``(B, C, *S)`` batch (axes ``2 ..``), as flip dims.
+
+    Example:
+        >>> flip_combinations(2)
+        [(2,), (3,), (2, 3)]
+    """
+    axes = range(2, 2 + int(spatial_dims))
+    return [dims for size in range(1, int(spatial_dims) + 1) for dims in itertools.combinations(axes, size)]
 
 
 def predict_labels(network: nn.Module, image: torch.Tensor, **kwargs) -> torch.Tensor:

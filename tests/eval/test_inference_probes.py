@@ -107,3 +107,47 @@ def test_extract_features_batches_and_restores_mode():
     assert encoder.training
     encoder.eval()
     np.testing.assert_allclose(features, encoder(torch.stack(inputs)).detach().numpy(), atol=1e-5)
+
+
+class _LeftEdge(nn.Module):
+    """Not flip-equivariant: class 1 where the voxel's left neighbour along the first spatial axis is
+    brighter (a one-sided difference), so a flip changes its answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(4.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shifted = torch.cat([x[:, :, :1], x[:, :, :-1]], dim=2)
+        logit = (shifted - x)[:, :1] * self.scale
+        return torch.cat([torch.zeros_like(logit), logit], dim=1)
+
+
+@pytest.mark.parametrize("spatial_dims, passes", [(3, 8), (2, 4)])
+def test_test_time_flips_average_every_flip_mapped_back(spatial_dims, passes):
+    """The flipped predictions are flipped back before averaging: the mean of the 2^n passes."""
+    from medssl.eval.inference import flip_combinations
+
+    torch.manual_seed(0)
+    image = torch.rand(1, 12, 10, 6)
+    net = _LeftEdge()
+    kwargs = dict(roi_size=(12, 10, 6), spatial_dims=spatial_dims, overlap=0.0)
+    averaged = predict_segmentation(net, image, test_time_flips=True, **kwargs)
+    batch = image[None] if spatial_dims == 3 else image.permute(3, 0, 1, 2)       # slices along Z
+    with torch.no_grad():
+        passes_done = [torch.softmax(net(batch), dim=1)]
+        passes_done += [torch.softmax(net(batch.flip(d)), dim=1).flip(d) for d in flip_combinations(spatial_dims)]
+    expected = torch.stack(passes_done).mean(0)
+    expected = expected[0] if spatial_dims == 3 else expected.permute(1, 2, 3, 0)
+    assert len(passes_done) == passes
+    torch.testing.assert_close(averaged, expected, atol=1e-5, rtol=1e-5)
+    plain = predict_segmentation(net, image, **kwargs)
+    assert not torch.allclose(plain, averaged, atol=1e-3)                         # the flips changed it
+
+
+def test_test_time_flips_leave_a_pointwise_network_unchanged():
+    net = _pointwise(3)
+    image = torch.rand(1, 13, 11, 7)
+    kwargs = dict(roi_size=(8, 8, 8), spatial_dims=3, overlap=0.5)
+    torch.testing.assert_close(predict_segmentation(net, image, test_time_flips=True, **kwargs),
+                               predict_segmentation(net, image, **kwargs), atol=1e-5, rtol=1e-5)

@@ -92,3 +92,21 @@ def test_the_scored_prediction_is_post_processed():
     assert torch.equal(predict_case(model, case, processed), mask[0])
     assert float(evaluate_segmentation(model, [case], plain)["dice"].iloc[0]) == pytest.approx(2 * 144 / (152 + 144))
     assert float(evaluate_segmentation(model, [case], processed)["dice"].iloc[0]) == pytest.approx(1.0)
+
+
+def test_the_scored_prediction_uses_test_time_flips_when_set(monkeypatch):
+    import medssl.eval.evaluate as evaluate
+
+    seen = {}
+
+    def fake_predict_labels(network, image, **kwargs):
+        seen.update(kwargs)
+        return torch.zeros(image.shape[1:], dtype=torch.long)
+
+    monkeypatch.setattr(evaluate, "predict_labels", fake_predict_labels)
+    case = LabeledCase("c1", torch.zeros(1, 8, 8, 4), torch.zeros(1, 8, 8, 4, dtype=torch.long))
+    model = FinetuneModel(network=_Threshold(), task="segmentation", spatial_dims=3, encoder_config={}, stages=[])
+    predict_case(model, case, FinetuneConfig(patch_size=(8, 8, 4), test_time_flips=True))
+    assert seen["test_time_flips"] is True
+    predict_case(model, case, FinetuneConfig(patch_size=(8, 8, 4)))
+    assert seen["test_time_flips"] is False
