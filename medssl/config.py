@@ -388,8 +388,8 @@ class FinetuneConfig(Section):
     connected components the scored prediction keeps (``{1: 1, 2: 2}``: one liver, two kidneys);
     the rest of the class becomes background. nnU-Net's post-processing, for every arm alike
     (:mod:`medssl.eval.postprocess`). ``null`` (default): the argmax as it is.
-    ``test_time_flips``: the scored probabilities are averaged over every combination of flips of the
-    network's spatial axes (nnU-Net's mirroring; 4x the inference of a 2D network, 8x of a 3D one).
+    ``test_time_flips``: the scored probabilities are averaged over the flips training used
+    (nnU-Net's mirroring; with ``augment``: left-right, two passes; :mod:`medssl.eval.geometry`).
     """
 
     task: Literal["segmentation", "classification"] = "segmentation"

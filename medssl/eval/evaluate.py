@@ -28,6 +28,7 @@ from medssl.config import FinetuneConfig
 from medssl.data.slices import resolve_slice_axis
 from medssl.eval.cases import LabeledCase, remap_mask, whole_volume_input
 from medssl.eval.inference import predict_labels
+from medssl.eval.geometry import trained_flip_axes
 from medssl.eval.metrics import classification_table, segmentation_case_metrics
 from medssl.eval.postprocess import keep_largest_components
 from medssl.eval.networks import FinetuneModel
@@ -39,8 +40,9 @@ log = logging.getLogger(__name__)
 def predict_case(model: FinetuneModel, case: LabeledCase, cfg: FinetuneConfig,
                  device: torch.device | str | None = None) -> torch.Tensor:
     """The whole-volume label map ``(X, Y, Z)`` of one case: sliding window over ``patch_size``
-    (2D networks slice by slice along ``slice_axis``, with ``slice_context``; averaged over flips
-    with ``test_time_flips``), then ``keep_largest_components`` where set (:mod:`medssl.eval.postprocess`), as it is scored."""
+    (2D networks slice by slice along ``slice_axis``, with ``slice_context``; with
+    ``test_time_flips``, averaged over the flips training used), then ``keep_largest_components``
+    where set (:mod:`medssl.eval.postprocess`), as it is scored."""
     image = case.image_tensor()
     labels = predict_labels(
         model.network,
@@ -52,7 +54,7 @@ def predict_case(model: FinetuneModel, case: LabeledCase, cfg: FinetuneConfig,
         device=device_of(model.network, device),
         slice_axis=resolve_slice_axis(cfg.slice_axis, case.spacing, tuple(image.shape)),
         slice_context=cfg.slice_context,
-        test_time_flips=cfg.test_time_flips,
+        flip_axes=trained_flip_axes(cfg.augment) if cfg.test_time_flips else (),
     )
     if cfg.keep_largest_components:
         labels = keep_largest_components(labels, cfg.keep_largest_components)

@@ -48,6 +48,7 @@ from medssl.eval.cases import WholeVolumeDataset, whole_volume_input
 from medssl.eval.data import LabeledData
 from medssl.eval.evaluate import classifier_input_size, evaluate_segmentation, predict_classification
 from medssl.eval.finetune import finetune_classification, finetune_segmentation
+from medssl.eval.geometry import finetune_spatial_augmentation
 from medssl.eval.metrics import classification_table
 from medssl.eval.networks import SCRATCH, build_finetune_model, is_scratch, load_encoder
 from medssl.eval.probes import extract_features, knn_k_used, knn_probe, linear_probe
@@ -64,16 +65,6 @@ class RunOutcome:
     per_case: pd.DataFrame
     record: dict[str, Any] = field(default_factory=dict)
     model: Any = None
-
-
-def finetune_spatial_augmentation(enabled: bool):
-    """Mild geometry for few-label training: left-right flips, +-10 degree in-plane rotation, +-10% scale."""
-    from medssl.transforms.spatial import SpatialAugmentation
-
-    if not enabled:
-        return SpatialAugmentation.identity()
-    return SpatialAugmentation(flip_prob=(0.5, 0.0, 0.0), rot90_prob=0.0, rotate_prob=0.3,
-                               rotate_range_deg=(0.0, 0.0, 10.0), scale_prob=0.3, scale_range=(0.9, 1.1))
 
 
 def dataset_patch_size(cfg: FinetuneConfig, spatial_dims: int) -> tuple[int, ...]:

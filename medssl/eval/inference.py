@@ -52,13 +52,15 @@ def predict_segmentation(
     device: torch.device | str | None = None,
     slice_axis: int = 2,
     slice_context: int = 0,
-    test_time_flips: bool = False,
+    flip_axes: Sequence[int] = (),
 ) -> torch.Tensor:
     """Class probabilities ``(K, X, Y, Z)`` (softmax) of a whole volume ``image`` ``(C, X, Y, Z)``.
 
-    ``test_time_flips``: the mean of the probabilities over every combination of flips of the
-    network's spatial axes (each prediction flipped back): 4 passes for a 2D network (its two
-    in-plane axes), 8 for a 3D one. This is nnU-Net's test-time mirroring (Isensee et al. 2021).
+    ``flip_axes``: volume axes (0, 1, 2) to mirror at test time. The probabilities are the mean over
+    every combination of flips of those axes (each prediction flipped back; ``2 ** n`` passes), as
+    nnU-Net's test-time mirroring does (Isensee et al. 2021). Give only axes the network was trained
+    flipped (:func:`medssl.eval.geometry.trained_flip_axes`). A 2D network flips the listed axes
+    that lie in its slices' plane.
 
     ``spatial_dims=2``: the network takes ``(B, C * (2 * slice_context + 1), A, B)``; every slice
     along ``slice_axis`` (0, 1, 2; resolve ``auto`` with :func:`medssl.data.slices.resolve_slice_axis`)
@@ -93,24 +95,39 @@ def predict_segmentation(
         return torch.softmax(logits.float(), dim=1)
 
     probabilities = window_probabilities(batch)
-    if test_time_flips:
-        for dims in flip_combinations(batch.ndim - 2):
-            probabilities += window_probabilities(batch.flip(dims)).flip(dims)
-        probabilities /= 2 ** (batch.ndim - 2)
+    dims = _batch_dims(flip_axes, spatial_dims, slice_axis)
+    combinations = flip_combinations(dims)
+    for flipped in combinations:
+        probabilities += window_probabilities(batch.flip(flipped)).flip(flipped)
+    probabilities /= 1 + len(combinations)
     if spatial_dims == 3:
         return probabilities[0]
     return slices_to_volume(probabilities, slice_axis)  # (K, X, Y, Z)
 
 
-def flip_combinations(spatial_dims: int) -> list[tuple[int, ...]]:
-    """Every non-empty set of the spatial axes of a ``(B, C, *S)`` batch (axes ``2 ..``), as flip dims.
+def _batch_dims(flip_axes: Sequence[int], spatial_dims: int, slice_axis: int) -> tuple[int, ...]:
+    """Volume axes -> the dims of the network's batch: ``2 + axis`` in 3D; in 2D, the position of
+    the axis in the slice plane (axes outside the plane are dropped)."""
+    from medssl.data.slices import in_plane_axes
+
+    axes = sorted({int(a) for a in flip_axes})
+    if any(a not in (0, 1, 2) for a in axes):
+        raise ValueError(f"flip_axes are volume axes 0, 1, 2, got {tuple(flip_axes)}")
+    if spatial_dims == 3:
+        return tuple(2 + a for a in axes)
+    plane = in_plane_axes(slice_axis)
+    return tuple(2 + plane.index(a) for a in axes if a in plane)
+
+
+def flip_combinations(dims: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every non-empty subset of ``dims`` (tensor dims to flip together).
 
     Example:
-        >>> flip_combinations(2)
+        >>> flip_combinations((2, 3))
         [(2,), (3,), (2, 3)]
     """
-    axes = range(2, 2 + int(spatial_dims))
-    return [dims for size in range(1, int(spatial_dims) + 1) for dims in itertools.combinations(axes, size)]
+    dims = tuple(dims)
+    return [subset for size in range(1, len(dims) + 1) for subset in itertools.combinations(dims, size)]
 
 
 def predict_labels(network: nn.Module, image: torch.Tensor, **kwargs) -> torch.Tensor:

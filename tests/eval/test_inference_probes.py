@@ -125,18 +125,20 @@ class _LeftEdge(nn.Module):
 
 @pytest.mark.parametrize("spatial_dims, passes", [(3, 8), (2, 4)])
 def test_test_time_flips_average_every_flip_mapped_back(spatial_dims, passes):
-    """The flipped predictions are flipped back before averaging: the mean of the 2^n passes."""
+    """The flipped predictions are flipped back before averaging: the mean of the 2^n passes (a 2D
+    network flips only the axes in its slices' plane)."""
     from medssl.eval.inference import flip_combinations
 
     torch.manual_seed(0)
     image = torch.rand(1, 12, 10, 6)
     net = _LeftEdge()
     kwargs = dict(roi_size=(12, 10, 6), spatial_dims=spatial_dims, overlap=0.0)
-    averaged = predict_segmentation(net, image, test_time_flips=True, **kwargs)
+    averaged = predict_segmentation(net, image, flip_axes=(0, 1, 2), **kwargs)
     batch = image[None] if spatial_dims == 3 else image.permute(3, 0, 1, 2)       # slices along Z
     with torch.no_grad():
         passes_done = [torch.softmax(net(batch), dim=1)]
-        passes_done += [torch.softmax(net(batch.flip(d)), dim=1).flip(d) for d in flip_combinations(spatial_dims)]
+        dims = (2, 3, 4) if spatial_dims == 3 else (2, 3)                       # Z is the slice axis in 2D
+        passes_done += [torch.softmax(net(batch.flip(d)), dim=1).flip(d) for d in flip_combinations(dims)]
     expected = torch.stack(passes_done).mean(0)
     expected = expected[0] if spatial_dims == 3 else expected.permute(1, 2, 3, 0)
     assert len(passes_done) == passes
@@ -149,5 +151,19 @@ def test_test_time_flips_leave_a_pointwise_network_unchanged():
     net = _pointwise(3)
     image = torch.rand(1, 13, 11, 7)
     kwargs = dict(roi_size=(8, 8, 8), spatial_dims=3, overlap=0.5)
-    torch.testing.assert_close(predict_segmentation(net, image, test_time_flips=True, **kwargs),
+    torch.testing.assert_close(predict_segmentation(net, image, flip_axes=(0, 1, 2), **kwargs),
                                predict_segmentation(net, image, **kwargs), atol=1e-5, rtol=1e-5)
+
+
+def test_test_time_flips_of_the_left_right_axis_only():
+    """Mirroring only the axis training flipped: two passes, the plain and the left-right one."""
+    torch.manual_seed(0)
+    image = torch.rand(1, 12, 10, 6)
+    net = _LeftEdge()
+    got = predict_segmentation(net, image, roi_size=(12, 10, 6), spatial_dims=3, overlap=0.0, flip_axes=(0,))
+    with torch.no_grad():
+        plain = torch.softmax(net(image[None]), dim=1)
+        mirrored = torch.softmax(net(image[None].flip(2)), dim=1).flip(2)
+    torch.testing.assert_close(got, ((plain + mirrored) / 2)[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="volume axes"):
+        predict_segmentation(net, image, roi_size=(12, 10, 6), spatial_dims=3, flip_axes=(3,))

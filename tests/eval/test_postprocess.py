@@ -107,6 +107,8 @@ def test_the_scored_prediction_uses_test_time_flips_when_set(monkeypatch):
     case = LabeledCase("c1", torch.zeros(1, 8, 8, 4), torch.zeros(1, 8, 8, 4, dtype=torch.long))
     model = FinetuneModel(network=_Threshold(), task="segmentation", spatial_dims=3, encoder_config={}, stages=[])
     predict_case(model, case, FinetuneConfig(patch_size=(8, 8, 4), test_time_flips=True))
-    assert seen["test_time_flips"] is True
+    assert seen["flip_axes"] == (0,)                       # only the left-right flip training used
+    predict_case(model, case, FinetuneConfig(patch_size=(8, 8, 4), test_time_flips=True, augment=False))
+    assert seen["flip_axes"] == ()                         # trained without flips: nothing to mirror
     predict_case(model, case, FinetuneConfig(patch_size=(8, 8, 4)))
-    assert seen["test_time_flips"] is False
+    assert seen["flip_axes"] == ()
