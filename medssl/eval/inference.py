@@ -99,7 +99,8 @@ def predict_segmentation(
     combinations = flip_combinations(dims)
     for flipped in combinations:
         probabilities += window_probabilities(batch.flip(flipped)).flip(flipped)
-    probabilities /= 1 + len(combinations)
+    if combinations:
+        probabilities /= 1 + len(combinations)
     if spatial_dims == 3:
         return probabilities[0]
     return slices_to_volume(probabilities, slice_axis)  # (K, X, Y, Z)

@@ -425,10 +425,10 @@ def recipe_line(manifest: dict) -> str | None:
         ...     "class_balanced": True, "keep_largest_components": {"1": 1, "2": 2}}}})
         '- recipe (every arm): network `basicunet`, 2D slices of 64 x 64, 600 steps of batch 8, intensity augmentation `none`, class-balanced patch centres, post-processing: the largest 1 component(s) of class 1, 2 of class 2'
     """
-    finetune = (manifest.get("config") or {}).get("finetune")
+    config = manifest.get("config") or {}
+    finetune = config.get("finetune")
     if not finetune:
         return None
-    config = manifest.get("config") or {}
     network = (((config.get("pretrain") or {}).get("encoder") or {}).get("name")  # as the user named it
                or (manifest.get("scratch_encoder") or {}).get("name") or finetune.get("network", "auto"))
     patch = [int(v) for v in finetune.get("patch_size", [])]
@@ -441,11 +441,12 @@ def recipe_line(manifest: dict) -> str | None:
         parts.append(f"intensity augmentation `{finetune.get('intensity_augmentation', 'none')}`")
         parts.append("class-balanced patch centres" if finetune.get("class_balanced")
                      else f"foreground patch centres with probability {finetune.get('pos_fraction', '?')}")
-        components = finetune.get("keep_largest_components") or {}
-        parts.append("post-processing: " + (", ".join(
-            f"the largest {count} component(s) of class {label}" if i == 0 else f"{count} of class {label}"
-            for i, (label, count) in enumerate(sorted(components.items(), key=lambda kv: int(kv[0]))))
-            if components else "none"))
+        kept = sorted((finetune.get("keep_largest_components") or {}).items(), key=lambda kv: int(kv[0]))
+        text = "none"
+        if kept:
+            (label, count), rest = kept[0], kept[1:]
+            text = f"the largest {count} component(s) of class {label}" + "".join(f", {c} of class {l}" for l, c in rest)
+        parts.append(f"post-processing: {text}")
     return "- recipe (every arm): " + ", ".join(parts)
 
 
