@@ -283,7 +283,9 @@ class SemiSupervisedConfig(Section):
     al. 2020: KL to the teacher's sharpened prediction, ``temperature``, confident voxels only),
     ``fixmatch`` (Sohn et al. 2020: cross-entropy to the teacher's hard pseudo-label where its
     confidence reaches ``threshold``, on a strong view with CutMix) or ``unimatch`` (Yang et al.
-    2023: FixMatch with two strong views and a feature-perturbed stream). See
+    2023: FixMatch with two strong views and a feature-perturbed stream) or ``cps`` (Chen et al.
+    2021, cross pseudo supervision: a second network from another seed trained alongside, each
+    learning the other's hard pseudo-labels; twice the compute, no teacher). See
     :mod:`medssl.eval.semi_supervised` for the formulas. Unlabeled patches are drawn uniformly from
     the unlabeled volumes (never from the test cases); the weak view is the patch, the strong view
     the same patch through the ``strong`` intensity preset (geometry identical, so dense targets stay
@@ -306,7 +308,7 @@ class SemiSupervisedConfig(Section):
     batch's own statistics; the running statistics then absorb the strong views).
     """
 
-    method: Literal["none", "mean_teacher", "uda", "fixmatch", "unimatch"] = "none"
+    method: Literal["none", "mean_teacher", "uda", "fixmatch", "unimatch", "cps"] = "none"
     weight: float = Field(1.0, ge=0)
     start_step: int = Field(0, ge=0)
     rampup_steps: int = Field(0, ge=0)
@@ -465,7 +467,7 @@ class StudyConfig(Section):
     are case counts (>= 1) or fractions of the training pool (0 < f < 1), nested. ``inits`` maps a
     name to an exported encoder (``encoder.pt``) or ``null`` for training from scratch.
     ``semi`` crosses the initialisations with semi-supervised methods (``none`` = labels only,
-    ``mean_teacher``, ``uda``, ``fixmatch``, ``unimatch``; their settings in ``finetune.semi``):
+    ``mean_teacher``, ``uda``, ``fixmatch``, ``unimatch``, ``cps``; their settings in ``finetune.semi``):
     ``inits: {scratch: null, simclr: enc.pt}`` with ``semi: [none, fixmatch]`` gives four arms,
     ``scratch``, ``simclr``, ``scratch+fixmatch`` and ``simclr+fixmatch``, trained on the same
     labeled cases, patches and steps; the unlabeled volumes of a cell are the training pool's cases
@@ -496,7 +498,7 @@ class StudyConfig(Section):
     budgets: list[float] = Field(default_factory=lambda: [2, 4, 8])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     inits: dict[str, str | None] = Field(default_factory=lambda: {"scratch": None})
-    semi: list[Literal["none", "mean_teacher", "uda", "fixmatch", "unimatch"]] | None = None
+    semi: list[Literal["none", "mean_teacher", "uda", "fixmatch", "unimatch", "cps"]] | None = None
     unlabeled: str | None = None
     workers: int = Field(1, ge=1)
     baseline: str = "scratch"

@@ -44,7 +44,7 @@ from torch.utils.data import Dataset
 
 from medssl.config import FinetuneConfig
 from medssl.data.loaders import make_dataloader
-from medssl.errors import DataError, TrainingDivergedError
+from medssl.errors import ConfigError, DataError, TrainingDivergedError
 from medssl.eval.cases import LabeledCase, remap_mask
 from medssl.eval.networks import FinetuneModel, network_state
 from medssl.eval.param_groups import FrozenNormEval, freeze_parameters, layerwise_parameter_groups
@@ -131,11 +131,21 @@ def _to_spatial_dims(x: torch.Tensor, spatial_dims: int) -> torch.Tensor:
 
 
 def _prepare_training(model: FinetuneModel, cfg: FinetuneConfig, device: torch.device):
-    from medssl.engine.optim import build_optimizer
     from medssl.engine.precision import PrecisionPolicy
+
+    network, norm_eval, optimizer, scheduler, n_frozen = _optimisation(model.network, model, cfg, device)
+    precision = PrecisionPolicy(cfg.precision, device)
+    trainable = sum(1 for p in network.parameters() if p.requires_grad)
+    return network, norm_eval, optimizer, scheduler, precision, n_frozen, trainable
+
+
+def _optimisation(network: nn.Module, model: FinetuneModel, cfg: FinetuneConfig, device: torch.device):
+    """``network`` (``model``'s or one of the same architecture) on ``device``, frozen as ``cfg``
+    says, with its optimiser and learning-rate schedule."""
+    from medssl.engine.optim import build_optimizer
     from medssl.engine.schedules import build_scheduler
 
-    network = model.network.to(device)
+    network = network.to(device)
     if wants_channels_last(cfg.channels_last, device, model.spatial_dims):
         use_channels_last(network)
     frozen = freeze_parameters(network, model.stages, cfg.freeze, cfg.frozen_stages)
@@ -145,9 +155,24 @@ def _prepare_training(model: FinetuneModel, cfg: FinetuneConfig, device: torch.d
     optimizer = build_optimizer(groups, cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.steps, cfg.optimizer.warmup_steps, cfg.optimizer.min_lr_ratio,
                                 cfg.optimizer.schedule)
-    precision = PrecisionPolicy(cfg.precision, device)
-    trainable = sum(1 for p in network.parameters() if p.requires_grad)
-    return network, norm_eval, optimizer, scheduler, precision, len(frozen), trainable
+    return network, norm_eval, optimizer, scheduler, len(frozen)
+
+
+def build_peer(model: FinetuneModel, cfg: FinetuneConfig, seed: int) -> FinetuneModel:
+    """Cross pseudo supervision's second network: built as ``model`` was (same task, encoder,
+    initialisation and ``network_args``) but from another seed, so its random weights differ and
+    its pretrained ones, if any, are the same. The global random generators continue after it as
+    if it had not been built.
+
+    >>> # peer = build_peer(model, cfg.finetune, seed=0)   # peer.network: same shapes, other weights
+    """
+    from medssl.eval.networks import build_finetune_model
+    from medssl.utils.seeding import derive_seed, preserved_global_random_state
+
+    with preserved_global_random_state():
+        return build_finetune_model(model.task, model.encoder_config, model.init, num_classes=cfg.num_classes,
+                                    seed=derive_seed(seed, "cps-peer") % (2**31), network_args=cfg.network_args,
+                                    transfer_decoder=cfg.transfer_decoder)
 
 
 def _train_loop(
@@ -317,6 +342,9 @@ def _semi_supervised_step(model: FinetuneModel, cfg: FinetuneConfig, criterion: 
     from medssl.models.registry import encoder_class
 
     semi = cfg.semi
+    if semi.method == "cps" and cfg.precision == "fp16":
+        raise ConfigError("finetune.semi.method=cps trains a second network with its own optimiser, which the fp16 "
+                          "gradient scaler does not cover: use finetune.precision bf16 or fp32")
     if unlabeled is None or len(unlabeled) == 0:  # type: ignore[arg-type]
         raise DataError(f"finetune.semi.method={semi.method} needs unlabeled volumes, and there are none "
                         "(the training pool outside the labeled cases, or study.unlabeled)")
@@ -330,14 +358,18 @@ def _semi_supervised_step(model: FinetuneModel, cfg: FinetuneConfig, criterion: 
     generator = make_torch_generator(seed, "semi-supervised")
     state: dict[str, Any] = {"step": 0, "teacher": None}
     weights: list[float] = []
+    peer = _Peer(build_peer(model, cfg, seed), cfg, device) if semi.method == "cps" else None
 
     def loss_of_batch(network: nn.Module, batch: Any) -> torch.Tensor:
         step = state["step"]
-        if state["teacher"] is None and semi.teacher == "ema":
+        if state["teacher"] is None:
             state["teacher"] = objective.make_teacher(network)
         weight = objective.weight(step)
         weights.append(weight)
         image, target = labeled_inputs(batch)
+        if peer is not None:
+            return _cps_loss(network, peer, objective, criterion, image, target, weight, unlabeled_batches,
+                             truth_of, model.spatial_dims, device, generator, forward_items)
         if weight <= 0.0:
             forward_items[0] += image.shape[0]
             return criterion(network(image).float(), target)
@@ -366,11 +398,76 @@ def _semi_supervised_step(model: FinetuneModel, cfg: FinetuneConfig, criterion: 
     def after_step(network: nn.Module, step: int) -> None:
         if state["teacher"] is not None:
             state["teacher"].update(network, step)
+        if peer is not None:
+            peer.step()
         state["step"] = step + 1
         extra.update(objective.stats.as_dict(), semi_method=semi.method,
                      semi_steps=int(sum(1 for w in weights if w > 0)))
 
     return loss_of_batch, after_step, labeled_batches
+
+
+class _Peer:
+    """CPS's second network with its own optimiser and schedule, stepped after the student's."""
+
+    def __init__(self, model: FinetuneModel, cfg: FinetuneConfig, device: torch.device):
+        self.network, self.norm_eval, self.optimizer, self.scheduler, _ = _optimisation(model.network, model, cfg,
+                                                                                      device)
+        self.max_grad_norm = cfg.max_grad_norm
+
+    def train(self) -> nn.Module:
+        """The peer in training mode with cleared gradients, ready for this step's forward passes."""
+        self.network.train()
+        self.norm_eval.apply()
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.network
+
+    def step(self) -> None:
+        if self.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_([p for p in self.network.parameters() if p.grad is not None],
+                                           self.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+
+
+def _cps_loss(network: nn.Module, peer: _Peer, objective: Any, criterion: nn.Module, image: torch.Tensor,
+              target: torch.Tensor, weight: float, unlabeled_batches: Iterator[Any],
+              truth_of: Callable[[Any], torch.Tensor | None], spatial_dims: int, device: torch.device,
+              generator: torch.Generator, forward_items: list[int]) -> torch.Tensor:
+    """One step of cross pseudo supervision: both networks' supervised losses, then (once the
+    ramped ``weight`` is above 0) each network's predictions on the strong view trained on the
+    other's pseudo-labels of the weak view. The pseudo-labels are predicted as at test time and the
+    strong views never reach the running statistics (``bn_statistics: labeled``), or both come from
+    one forward each over labeled and strong images (``mixed``)."""
+    from medssl.eval.semi_supervised import frozen_running_statistics, predicting_as_at_test_time
+
+    peer_network = peer.train()
+    networks = (network, peer_network)
+    n = image.shape[0]
+    if weight <= 0.0:
+        forward_items[0] += 2 * n
+        return sum(criterion(f(image).float(), target) for f in networks)
+    item = next(unlabeled_batches)
+    weak = _to_spatial_dims(item["image"].float(), spatial_dims).to(device)
+    views, boxes = objective.strong_inputs(weak, generator)
+    mixed = objective.cfg.bn_statistics == "mixed"
+    supervised, strong_logits, probabilities = [], [], []
+    for f in networks:
+        if mixed:
+            with torch.no_grad():
+                probabilities.append(torch.softmax(f(weak).float(), dim=1))
+            logits = f(torch.cat([image, views[0]])).float()
+            supervised.append(criterion(logits[:n], target))
+            strong_logits.append(logits[n:])
+        else:
+            with predicting_as_at_test_time(f), torch.no_grad():
+                probabilities.append(torch.softmax(f(weak).float(), dim=1))
+            supervised.append(criterion(f(image).float(), target))
+            with frozen_running_statistics(f):
+                strong_logits.append(f(views[0]).float())
+    unsupervised, _logs = objective.cross_loss(probabilities, strong_logits, boxes, truth_of(item))
+    forward_items[0] += 2 * (n + 2 * weak.shape[0])
+    return sum(supervised) + weight * unsupervised
 
 
 # ---- classification ----------------------------------------------------------------------------

@@ -28,6 +28,16 @@ first). ``L_u`` by method (``finetune.semi.method``):
   views (each with its own CutMix) and a feature-perturbed stream (channel dropout on the
   encoder's features of the weak view, decoded and trained on the same pseudo-labels):
   ``L_u = 0.5 * (L_s1 + L_s2) / 2 + 0.5 * L_fp``.
+* ``cps``, cross pseudo supervision (Chen et al., CVPR 2021, github.com/charlesCXK/TorchSemiSeg;
+  for medical images Luo's SSL4MIS, github.com/HiLab-git/SSL4MIS): no teacher, but a *peer*, a
+  second network of the same architecture built from another seed (for a pretrained init: the
+  same pretrained weights, other random ones elsewhere), trained alongside on the same batches.
+  Each network learns the other's hard pseudo-labels: ``L_u = l(f_a(S(x_u)), argmax p_b) +
+  l(f_b(S(x_u)), argmax p_a)`` with ``l`` the masked cross-entropy of ``fixmatch`` (CutMix boxes
+  and thresholds as there), and the supervised loss counts both networks. The labels come from the
+  weak view and the predictions on the strong view (FixMatch's split; the paper uses one view,
+  with CutMix in its strongest variant). ``threshold: 0`` keeps every voxel, as the paper does.
+  The student ``f_a`` is the network evaluated; the peer is dropped after training.
 
 Small structures: one global threshold silences a class on which the teacher is never very
 sure (the kidneys of the built-in cohort). ``threshold`` may be given per class, and with
@@ -65,7 +75,7 @@ from medssl.errors import ConfigError
 
 IntensityFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
-METHODS = ("mean_teacher", "uda", "fixmatch", "unimatch")
+METHODS = ("mean_teacher", "uda", "fixmatch", "unimatch", "cps")
 
 
 # ---- schedules and targets ---------------------------------------------------------------------
@@ -165,6 +175,26 @@ def pseudo_label_loss(student_logits: torch.Tensor, labels: torch.Tensor, mask: 
     confident. ``student_logits`` ``(B, K, *S)``, ``labels`` and ``mask`` ``(B, *S)``."""
     per_voxel = F.cross_entropy(student_logits.float(), labels, reduction="none")
     return _reduce(per_voxel, mask, labels, num_classes, class_balanced)
+
+
+def cross_pseudo_supervision(logits_a: torch.Tensor, logits_b: torch.Tensor,
+                             targets_a: tuple[torch.Tensor, torch.Tensor], targets_b: tuple[torch.Tensor, torch.Tensor],
+                             *, num_classes: int, class_balanced: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross pseudo supervision (Chen et al. 2021): network ``a`` is trained on the pseudo-labels and
+    mask of network ``b`` (``targets_b``), and ``b`` on those of ``a``. Returns the two terms
+    ``(l(z_a, yhat_b), l(z_b, yhat_a))``; each network's gradient comes from its own term only, as
+    the pseudo-labels carry no gradient.
+
+    >>> z = torch.tensor([[[4.0, -4.0]], [[-4.0, 4.0]]]).permute(1, 0, 2)  # (B=1, K=2, S=2)
+    >>> agree = (torch.tensor([[0, 1]]), torch.ones(1, 2, dtype=torch.bool))
+    >>> [round(float(t), 4) for t in cross_pseudo_supervision(z, z, agree, agree, num_classes=2)]
+    [0.0003, 0.0003]
+    """
+    labels_a, mask_a = targets_a
+    labels_b, mask_b = targets_b
+    term_a = pseudo_label_loss(logits_a, labels_b, mask_b, num_classes=num_classes, class_balanced=class_balanced)
+    term_b = pseudo_label_loss(logits_b, labels_a, mask_a, num_classes=num_classes, class_balanced=class_balanced)
+    return term_a, term_b
 
 
 def masked_kl(student_logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *, num_classes: int,
@@ -424,8 +454,11 @@ class ConsistencyObjective:
         return 2 if self.cfg.method == "unimatch" else 1
 
     def make_teacher(self, student: nn.Module) -> EMATeacher | None:
-        """An EMA teacher (``teacher: ema``), or None when the student teaches itself."""
-        return EMATeacher(student, self.cfg.ema_decay) if self.cfg.teacher == "ema" else None
+        """An EMA teacher (``teacher: ema``), or None when the student teaches itself (or, for
+        ``cps``, the peer teaches it)."""
+        if self.cfg.method == "cps" or self.cfg.teacher != "ema":
+            return None
+        return EMATeacher(student, self.cfg.ema_decay)
 
     def weight(self, step: int) -> float:
         """``weight * ramp-up(step)``: the unlabeled loss's factor at ``step``."""
@@ -445,7 +478,7 @@ class ConsistencyObjective:
         """The strong views of ``weak`` and their CutMix boxes (empty boxes for methods without CutMix)."""
         views, boxes = [], []
         spatial = tuple(weak.shape[2:])
-        use_cutmix = self.dense and self.cfg.method in ("fixmatch", "unimatch")
+        use_cutmix = self.dense and self.cfg.method in ("fixmatch", "unimatch", "cps")
         for _ in range(self.strong_views):
             view = self.strong(weak, generator)
             box = (cutmix_boxes(weak.shape[0], spatial, generator, prob=self.cfg.cutmix_prob) if use_cutmix
@@ -489,3 +522,21 @@ class ConsistencyObjective:
             loss = 0.5 * loss + 0.5 * fp
         logs["consistency"] = float(loss.detach())
         return loss, logs
+
+    def cross_loss(self, probabilities: Sequence[torch.Tensor], strong_logits: Sequence[torch.Tensor],
+                   boxes: Sequence[torch.Tensor], truth: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``cps``'s ``L_u``: ``probabilities`` ``(p_a, p_b)`` of student and peer on the weak view,
+        ``strong_logits`` ``(z_a, z_b)`` of both on the same strong view (its CutMix ``boxes[0]``
+        already applied). The pseudo-label diagnostics are those the student learns from, the peer's."""
+        cfg, k = self.cfg, self.num_classes
+        targets = [pseudo_labels(p, self.thresholds) for p in probabilities]
+        labels_b, mask_b = targets[1]
+        self.stats.add(labels_b, mask_b, None if truth is None else truth.reshape(labels_b.shape))
+        if self.dense:
+            targets = [(apply_cutmix(y, boxes[0]), apply_cutmix(m, boxes[0])) for y, m in targets]
+        term_a, term_b = cross_pseudo_supervision(strong_logits[0], strong_logits[1], targets[0], targets[1],
+                                                  num_classes=k, class_balanced=cfg.class_balanced)
+        agreement = float((probabilities[0].argmax(dim=1) == probabilities[1].argmax(dim=1)).float().mean())
+        return term_a + term_b, {"confident_fraction": float(mask_b.float().mean()), "consistency": float(term_a.detach()),
+                                 "peer_agreement": agreement}

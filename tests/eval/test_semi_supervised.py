@@ -15,6 +15,7 @@ from medssl.eval.semi_supervised import (
     PseudoLabelStats,
     apply_cutmix,
     class_thresholds,
+    cross_pseudo_supervision,
     cutmix_boxes,
     masked_kl,
     masked_softmax_mse,
@@ -174,6 +175,58 @@ def test_strong_views_share_the_weak_views_geometry():
     assert len(unimatch.strong_inputs(weak, torch.Generator())[0]) == 2
 
 
+def test_cross_pseudo_supervision_trains_each_network_on_the_others_labels_only():
+    """CPS: network a's term is the masked cross-entropy to b's pseudo-labels; a's own labels never
+    reach it, and no gradient crosses from one network's term to the other's logits."""
+    z_a, z_b = _logits(1).requires_grad_(), _logits(2).requires_grad_()
+    thresholds = class_thresholds(0.6, 3)
+    targets_a = pseudo_labels(torch.softmax(z_a.detach(), 1), thresholds)
+    targets_b = pseudo_labels(torch.softmax(z_b.detach(), 1), thresholds)
+    term_a, term_b = cross_pseudo_supervision(z_a, z_b, targets_a, targets_b, num_classes=3)
+    assert torch.allclose(term_a, pseudo_label_loss(z_a, *targets_b, num_classes=3))
+    assert torch.allclose(term_b, pseudo_label_loss(z_b, *targets_a, num_classes=3))
+    assert torch.autograd.grad(term_a, z_b, allow_unused=True)[0] is None
+    assert torch.autograd.grad(term_b, z_a, allow_unused=True)[0] is None
+    other_a = (torch.zeros_like(targets_a[0]), targets_a[1])  # a changes its mind: only b's term moves
+    again_a, again_b = cross_pseudo_supervision(z_a, z_b, other_a, targets_b, num_classes=3)
+    assert torch.equal(again_a, term_a) and not torch.equal(again_b, term_b)
+
+
+def test_the_cps_peer_is_the_same_network_from_another_seed_and_leaves_the_global_generators_alone():
+    from medssl.eval.finetune import build_peer
+    from medssl.eval.networks import build_finetune_model
+
+    cfg = load_config(None, ["finetune.num_classes=3"]).finetune
+    model = build_finetune_model("segmentation", {"name": "resnet10_tiny", "spatial_dims": 2}, None, num_classes=3,
+                                 seed=0)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    peer = build_peer(model, cfg, seed=0)
+    assert torch.equal(torch.rand(3), expected)
+    mine, theirs = model.network.state_dict(), peer.network.state_dict()
+    assert mine.keys() == theirs.keys() and all(mine[k].shape == theirs[k].shape for k in mine)
+    assert any(not torch.equal(mine[k], theirs[k]) for k in mine if k.endswith("weight"))
+    again = build_peer(model, cfg, seed=0).network.state_dict()
+    assert all(torch.equal(theirs[k], again[k]) for k in theirs)  # reproducible
+
+
+def test_the_cps_peer_of_a_pretrained_init_shares_its_pretrained_encoder(tmp_path):
+    from medssl.eval.finetune import build_peer
+    from medssl.eval.networks import build_finetune_model
+    from medssl.models import build_encoder, export_encoder
+
+    encoder = build_encoder("resnet10_tiny", spatial_dims=2)
+    path = export_encoder(encoder, tmp_path / "encoder.pt", {"method": "simclr"})
+    cfg = load_config(None, ["finetune.num_classes=3"]).finetune
+    model = build_finetune_model("segmentation", None, str(path), num_classes=3, seed=0)
+    peer = build_peer(model, cfg, seed=0)
+    mine, theirs = model.network.state_dict(), peer.network.state_dict()
+    encoder_names = set(model.encoder_parameter_names)
+    assert encoder_names and all(torch.equal(mine[k], theirs[k]) for k in encoder_names)
+    assert any(not torch.equal(mine[k], theirs[k]) for k in mine if k not in encoder_names and k.endswith("weight"))
+
+
 # ---- whole runs --------------------------------------------------------------------------------
 
 
@@ -205,7 +258,7 @@ def _run(cohort, *extra, unlabeled=("case04", "case05", "case06", "case07")):
                               unlabeled_ids=list(unlabeled), seed=3, keep_model=True)
 
 
-@pytest.mark.parametrize("method", ["mean_teacher", "uda", "fixmatch", "unimatch"])
+@pytest.mark.parametrize("method", ["mean_teacher", "uda", "fixmatch", "unimatch", "cps"])
 def test_every_method_trains_on_labeled_and_unlabeled_patches(cohort, method):
     outcome = _run(cohort, f"finetune.semi.method={method}", "finetune.semi.threshold=0.0")
     history = outcome.record["history"]
@@ -217,21 +270,24 @@ def test_every_method_trains_on_labeled_and_unlabeled_patches(cohort, method):
     assert any(a is not None for a in history["pseudo_label_accuracy"])
 
 
-def test_a_semi_supervised_arm_before_its_start_step_is_the_labels_only_arm(cohort):
+@pytest.mark.parametrize("method", ["fixmatch", "cps"])
+def test_a_semi_supervised_arm_before_its_start_step_is_the_labels_only_arm(cohort, method):
+    """Also for CPS, whose peer trains on the labels from the first step: it never touches the student."""
     labels_only = _run(cohort)
-    delayed = _run(cohort, "finetune.semi.method=fixmatch", "finetune.semi.start_step=100")
+    delayed = _run(cohort, f"finetune.semi.method={method}", "finetune.semi.start_step=100")
     assert delayed.record["history"]["semi_steps"] == 0
     a, b = labels_only.model.network.state_dict(), delayed.model.network.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_strong_views_never_reach_the_test_time_normalisation(cohort):
+@pytest.mark.parametrize("method", ["mean_teacher", "cps"])
+def test_strong_views_never_reach_the_test_time_normalisation(cohort, method):
     """bn_statistics: labeled. With a vanishing consistency weight the semi-supervised path still
     forwards the strong views every step, yet the network (weights and batch-norm running
     statistics) is exactly the labels-only one; one forward over labeled and strong views together
     (mixed) changes it."""
     labels_only = _run(cohort).model.network.state_dict()
-    tiny = ("finetune.semi.method=mean_teacher", "finetune.semi.weight=1e-30")
+    tiny = (f"finetune.semi.method={method}", "finetune.semi.weight=1e-30")
     separate = _run(cohort, *tiny)
     assert separate.record["history"]["semi_steps"] == 4
     assert all(torch.equal(labels_only[k], v) for k, v in separate.model.network.state_dict().items())
@@ -294,7 +350,7 @@ def test_semi_supervised_runs_need_unlabeled_cases_and_never_test_cases(cohort):
         _run(cohort, "finetune.semi.method=fixmatch", unlabeled=("case04", "case08"))
 
 
-@pytest.mark.parametrize("method", ["fixmatch", "unimatch"])
+@pytest.mark.parametrize("method", ["fixmatch", "unimatch", "cps"])
 def test_classification_uses_unlabeled_cases_per_case(cohort, method):
     """Per-case pseudo-labels for case-level classes (no CutMix); the pool's labels are diagnostics."""
     from medssl.eval.experiment import train_and_evaluate
@@ -322,3 +378,14 @@ def test_the_strong_intensity_setting_is_the_semi_supervised_strong_view():
     a = recipe.apply_intensity(x, torch.Generator().manual_seed(4))
     b = strong(x, torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, x)
+
+
+def test_cps_trains_the_student_on_the_peers_labels_and_refuses_fp16(cohort):
+    labels_only = _run(cohort).model.network.state_dict()
+    cps = _run(cohort, "finetune.semi.method=cps", "finetune.semi.threshold=0.0")
+    assert cps.record["history"]["semi_steps"] == 4
+    assert cps.record["history"]["forward_items"] == 4 * 2 * (2 + 2 * 2)  # 2 networks x (labeled + weak + strong)
+    student = cps.model.network.state_dict()
+    assert any(not torch.equal(labels_only[k], student[k]) for k in student if k.endswith("weight"))
+    with pytest.raises(ConfigError, match="fp16"):
+        _run(cohort, "finetune.semi.method=cps", "finetune.precision=fp16")
