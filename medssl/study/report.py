@@ -303,8 +303,9 @@ def _labels_matter_blocks(results: pd.DataFrame, metric: str, baseline: str,
 
 
 def _class_presence_blocks(results: pd.DataFrame, manifest: dict[str, Any] | None) -> list[Any]:
-    """Per class: test cases containing it, how often it is predicted there; a class never predicted."""
-    from medssl.study.findings import class_presence_table, never_predicted_warning
+    """Per class: test cases containing it, how often it is predicted there; a class never predicted,
+    or lost by one run where others learned it."""
+    from medssl.study.findings import class_presence_table, lost_class_warning, never_predicted_warning
 
     label = _class_label(manifest)
     table = class_presence_table(results, label)
@@ -313,9 +314,9 @@ def _class_presence_blocks(results: pd.DataFrame, manifest: dict[str, Any] | Non
     blocks: list[Any] = [_Paragraph("Classes in the test cases (a class is scored only on the cases that "
                                     "contain it) and how often each initialisation predicts it there:"),
                          _Table(table)]
-    warning = never_predicted_warning(results, label)
-    if warning:
-        blocks.append(_Paragraph(warning))
+    for warning in (never_predicted_warning(results, label), lost_class_warning(results, label)):
+        if warning:
+            blocks.append(_Paragraph(warning))
     return blocks
 
 

@@ -10,6 +10,9 @@ cell record keeps, per class ``k`` (``history`` of ``cells/<arm>/<cell>.json``):
 * ``pseudo_label_accuracy[k]``: of those confident voxels, the fraction the annotation also calls
   ``k`` (None where none could be checked).
 
+For ``cps`` (cross pseudo supervision) the teacher is the peer network: its pseudo-labels are the
+ones the evaluated network learned from.
+
 :func:`pseudo_label_table` averages them per arm and labeled-case count; :func:`teacher_warning`
 names a class the teacher was almost never confident on (coverage below ``min_coverage``) or was
 mostly wrong on (accuracy below ``min_accuracy``). On the built-in CT cohort (2D track, 600 steps)

@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 
 from medssl.study.classification import class_balance_table, confusion_table, per_class_f1_table
-from medssl.study.findings import class_presence_table, labels_matter_warning, never_predicted_warning
+from medssl.study.findings import (
+    class_presence_table,
+    labels_matter_warning,
+    lost_class_warning,
+    never_predicted_warning,
+)
 from medssl.study.report import write_report
 
 
@@ -81,6 +86,26 @@ def test_classes_are_counted_per_test_case_and_a_class_never_predicted_is_flagge
     text = write_report(results, tmp_path, n_resamples=50, manifest=manifest).markdown.read_text()
     assert "| lesion (mask 4) | 3 of 4 |" in text
     assert "- lesion (mask 4): never predicted on a test case containing it by `scratch`" in text
+
+
+def test_one_seed_that_lost_a_class_is_named_even_when_the_other_seeds_learned_it(tmp_path):
+    """The built-in cohort's failure: one run of three never predicts the kidneys. The per-arm check
+    sees the class predicted (by the other seeds) and stays silent; the per-run check names the run."""
+    rows = []
+    for seed in (0, 1, 2):
+        lost = seed == 0
+        for case in ("a", "b", "c"):
+            rows += _presence_rows("scratch", 8, seed, case, (1, 1), (1, int(not lost)), (0.8, 0.0 if lost else 0.6))
+            rows += _presence_rows("scratch", 2, seed, case, (1, 1), (1, 0), (0.7, 0.0))  # never: the other warning
+    results = pd.DataFrame(rows)
+    assert "`scratch` at 8" not in never_predicted_warning(results)
+    warning = lost_class_warning(results)
+    assert "- class 2: `scratch` at 8 labeled case(s), seed 0 (1 of 3 runs)" in warning
+    assert "at 2 labeled" not in warning and "class 1" not in warning
+    assert lost_class_warning(results[results.seed != 0]) is None
+
+    text = write_report(results, tmp_path, n_resamples=50).markdown.read_text()
+    assert "a run lost a class that other runs learned" in text and "seed 0 (1 of 3 runs)" in text
 
 
 def _classification_rows(init, n_labeled, seed, cases):
