@@ -164,7 +164,9 @@ def build_peer(model: FinetuneModel, cfg: FinetuneConfig, seed: int) -> Finetune
     its pretrained ones, if any, are the same. The global random generators continue after it as
     if it had not been built.
 
-    >>> # peer = build_peer(model, cfg.finetune, seed=0)   # peer.network: same shapes, other weights
+    Example::
+
+        peer = build_peer(model, cfg.finetune, seed=0)   # peer.network: the same shapes, other weights
     """
     from medssl.eval.networks import build_finetune_model
     from medssl.utils.seeding import derive_seed, preserved_global_random_state
@@ -436,9 +438,10 @@ def _cps_loss(network: nn.Module, peer: _Peer, objective: Any, criterion: nn.Mod
               generator: torch.Generator, forward_items: list[int]) -> torch.Tensor:
     """One step of cross pseudo supervision: both networks' supervised losses, then (once the
     ramped ``weight`` is above 0) each network's predictions on the strong view trained on the
-    other's pseudo-labels of the weak view. The pseudo-labels are predicted as at test time and the
-    strong views never reach the running statistics (``bn_statistics: labeled``), or both come from
-    one forward each over labeled and strong images (``mixed``)."""
+    other's pseudo-labels of the weak view. With ``bn_statistics: labeled`` the pseudo-labels are
+    predicted as at test time and the strong views never reach the running statistics; with
+    ``mixed`` the pseudo-labels come from a training-mode forward over the weak batch and each
+    network runs once over its labeled and strong images together."""
     from medssl.eval.semi_supervised import frozen_running_statistics, predicting_as_at_test_time
 
     peer_network = peer.train()
