@@ -537,6 +537,4 @@ class ConsistencyObjective:
             targets = [(apply_cutmix(y, boxes[0]), apply_cutmix(m, boxes[0])) for y, m in targets]
         term_a, term_b = cross_pseudo_supervision(strong_logits[0], strong_logits[1], targets[0], targets[1],
                                                   num_classes=k, class_balanced=cfg.class_balanced)
-        agreement = float((probabilities[0].argmax(dim=1) == probabilities[1].argmax(dim=1)).float().mean())
-        return term_a + term_b, {"confident_fraction": float(mask_b.float().mean()), "consistency": float(term_a.detach()),
-                                 "peer_agreement": agreement}
+        return term_a + term_b, {"confident_fraction": float(mask_b.float().mean()), "consistency": float(term_a.detach())}
