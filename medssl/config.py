@@ -385,6 +385,11 @@ class FinetuneConfig(Section):
     view of ``semi``, so a labels-only arm can see what a semi-supervised one sees). ``intensity_args`` overrides its probabilities
     (``window_prob``, ``curve_prob``, ``inversion_prob``, ``mild_prob``) and ``curve_controls``.
     See :mod:`medssl.transforms.finetune_intensity` and ``docs/augmentations.md``.
+    ``structure_contrast``: the probability that an annotated structure of a training patch (a
+    ``mask_labels`` value, or 1 .. num_classes - 1) has its intensities shifted by its own random
+    offset in ``[-structure_contrast_shift, +structure_contrast_shift]`` (normalised units: 0.3 is
+    150 HU of a 500-HU window), as contrast enhancement moves each organ by its own amount; 0 (the
+    default): off. Segmentation only, every arm alike (:mod:`medssl.transforms.structure_contrast`).
 
     ``keep_largest_components``: class index (after ``mask_labels``) -> how many of its largest
     connected components the scored prediction keeps (``{1: 1, 2: 2}``: one liver, two kidneys);
@@ -429,6 +434,8 @@ class FinetuneConfig(Section):
     slice_context: int = Field(0, ge=0)
     intensity_augmentation: Literal["none", "mild", "contrast_randomization", "strong"] = "none"
     intensity_args: dict[str, Any] = Field(default_factory=dict)
+    structure_contrast: float = Field(0.0, ge=0, le=1)
+    structure_contrast_shift: float = Field(0.3, ge=0)
     keep_largest_components: dict[int, int] | None = None
     test_time_flips: bool = False
     semi: SemiSupervisedConfig = Field(default_factory=SemiSupervisedConfig)
@@ -489,6 +496,10 @@ class StudyConfig(Section):
     it) marks each row ``train``, ``val`` or ``test``. Those cases are never drawn into training;
     other scans of a test patient are left out of training; ``test_fraction`` is then unused and
     ``folds`` must be 0. ``medssl finetune`` honours the same settings.
+
+    ``subgroup_columns``: labels-table columns (contrast phase, scanner, site) whose values split the
+    test cases in the report, each scored separately for the runs whose labeled cases had that value
+    and those that did not (:mod:`medssl.study.subgroups`).
     """
 
     labels: str | None = None
@@ -514,6 +525,7 @@ class StudyConfig(Section):
     bootstrap: int = Field(1000, ge=10)
     bootstrap_seeds: bool = True
     level: float = Field(0.95, gt=0, lt=1)
+    subgroup_columns: list[str] = Field(default_factory=list)
 
     @field_validator("budgets")
     @classmethod

@@ -223,6 +223,28 @@ def contrast_randomization_grid(ct: np.ndarray, mr: np.ndarray, out: Path, seed:
     save_grid(rows, titles, out / "augment_contrast_randomization.png", ["MR", "CT"])
 
 
+def structure_contrast_grid(out: Path, seed: int) -> None:
+    """One axial CT slice without contrast (the demo's window [-200, 300] HU), four draws of the
+    structure-wise contrast (``finetune.structure_contrast: 1.0``, shift 0.3, liver and kidneys), and
+    the same anatomy in the portal-venous phase: the change the augmentation imitates."""
+    from medssl.transforms.structure_contrast import StructureContrast
+
+    config = PreprocessConfig(target_spacing=None, crop_foreground=False, ct_window=(-200.0, 300.0))
+    phases = {}
+    for phase in ("plain", "venous"):
+        volume, mask = make_ct_phantom(seed + 3, shape=(128, 128, 64), contrast=phase)
+        prepared, _ = preprocess_volume(volume, config)
+        phases[phase] = (torch.from_numpy(prepared.array), torch.from_numpy(mask.astype(np.int64)))
+    image, mask = phases["plain"]
+    z = int(torch.argmax((mask[0] == 2).sum(dim=(0, 1))))  # the slice with the most kidney
+    plain, labels = image[..., z], mask[..., z]
+    augment = StructureContrast((1, 2), prob=1.0, shift=0.3)
+    tiles = [plain] + [augment(plain, labels, make_torch_generator(seed, "structure", i)) for i in range(4)]
+    tiles.append(phases["venous"][0][..., z])
+    titles = ["plain CT", "draw 1", "draw 2", "draw 3", "draw 4", "venous phase"]
+    save_grid([[t[0].numpy().T for t in tiles]], titles, out / "augment_structure_contrast.png")
+
+
 # --- micro-benchmark --------------------------------------------------------------------------------
 
 
@@ -346,6 +368,7 @@ def main() -> None:
     ], out, args.seed)
     pretext_grid(ct, out, args.seed)
     contrast_randomization_grid(ct, mr, out, args.seed)
+    structure_contrast_grid(out, args.seed)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from medssl.data.loaders import CachedItemsDataset
 from medssl.data.slices import check_slice_context, in_plane_axes, resolve_slice_axis, slice_with_context
 from medssl.errors import ConfigError, DataError
 from medssl.transforms.spatial import SpatialAugmentation, draw_view_geometry, sample_patch
+from medssl.transforms.structure_contrast import StructureContrast
 from medssl.transforms.views import _extent, valid_centre_range
 from medssl.utils.seeding import make_rng, make_torch_generator
 
@@ -64,6 +65,9 @@ class LabeledPatchDataset(CachedItemsDataset):
     (nearest neighbour), so they stay aligned. ``intensity`` (``f(x (B, C, *S), generator)``, or an
     object whose ``for_modality(case modality)`` gives a preset or None, such as
     :class:`medssl.transforms.finetune_intensity.FinetuneIntensity`) augments the image only.
+    ``structure_contrast`` (:class:`medssl.transforms.structure_contrast.StructureContrast`) first
+    moves each annotated structure's intensities by its own random offset, from the patch's mask (a
+    2.5D patch's neighbour slices by their own annotation); never on ``unlabeled`` items.
     Randomness from ``(seed, epoch, index)`` only. The labelled voxels of the ``index_cache`` most
     recent cases are kept per process (bounded memory).
 
@@ -93,6 +97,7 @@ class LabeledPatchDataset(CachedItemsDataset):
             volume without one) instead of ``"mask"``.
         slice_axis: ``"auto"`` or 0, 1, 2: the axis 2D patches are sliced along.
         slice_context: neighbouring slices on each side as extra channels (2D patches).
+        structure_contrast: per-structure intensity offsets from the annotation (None: off).
     """
 
     def __init__(
@@ -115,6 +120,7 @@ class LabeledPatchDataset(CachedItemsDataset):
         unlabeled: bool = False,
         slice_axis: str | int = "auto",
         slice_context: int = 0,
+        structure_contrast: StructureContrast | None = None,
     ):
         if pos < 0 or neg < 0 or pos + neg <= 0:
             raise ConfigError(f"pos={pos} and neg={neg} must be >= 0 with a positive sum")
@@ -150,6 +156,7 @@ class LabeledPatchDataset(CachedItemsDataset):
             resolve_slice_axis(slice_axis, (1.0, 1.0, 1.0))  # refuses anything but auto, 0, 1, 2
         self.slice_axis = slice_axis
         self.slice_context = check_slice_context(slice_context)
+        self.structure_contrast = None if self.unlabeled else structure_contrast
         self._slice_spatial: dict[int, SpatialAugmentation] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -204,6 +211,18 @@ class LabeledPatchDataset(CachedItemsDataset):
         mask = None if case.mask is None else slice_with_context(case.mask, axis, index, 0)
         return (image, mask), centre[list(in_plane_axes(axis))]
 
+    def _structure_mask(self, case: CachedCase, mask_source: np.ndarray, geometry: Any, d: int,
+                        through: np.ndarray | None) -> torch.Tensor:
+        """The annotation under the patch for :attr:`structure_contrast`: ``(1, *patch)``, or for a
+        2.5D patch ``(C * (2k + 1), *patch)``, each neighbour slice's own annotation under its channels."""
+        if d == 3 or self.slice_context == 0:
+            return sample_patch(mask_source, geometry, mode="nearest", padding_mode="zeros")
+        axis = resolve_slice_axis(self.slice_axis, case.spacing, case.image.shape)
+        index = int(round(float(through[axis])))  # type: ignore[index]
+        around = slice_with_context(case.mask, axis, index, self.slice_context)  # (2k + 1, A, B, 1)
+        per_slice = sample_patch(around, geometry, mode="nearest", padding_mode="zeros")
+        return per_slice.repeat_interleave(case.image.shape[0], dim=0)
+
     @staticmethod
     def _uniform_voxel(case: CachedCase, rng: np.random.Generator) -> np.ndarray:
         """A voxel drawn uniformly over the volume (the slice of an unlabeled 2D patch)."""
@@ -227,6 +246,7 @@ class LabeledPatchDataset(CachedItemsDataset):
         rng = make_rng(self.seed, "labeled-patch", epoch, index)
         d = len(self.patch_size)
         spatial, image_source, mask_source = self.spatial, case.image, case.mask
+        through: np.ndarray | None = None
         if d == 2:
             axis = resolve_slice_axis(self.slice_axis, case.spacing, case.image.shape)
             spatial = self._spatial_for_axis(axis)
@@ -241,6 +261,9 @@ class LabeledPatchDataset(CachedItemsDataset):
             centre = self._draw_centre(case, rng)
         geometry = replace(geometry, centre=tuple(float(c) for c in np.clip(centre[:d], low, high)))
         image = sample_patch(image_source, geometry, padding_mode=spatial.padding_mode)
+        if self.structure_contrast is not None and mask_source is not None:
+            image = self.structure_contrast(image, self._structure_mask(case, mask_source, geometry, d, through),
+                                            make_torch_generator(self.seed, "structure-contrast", epoch, index))
         intensity = self.intensity
         if intensity is not None and hasattr(intensity, "for_modality"):  # a recipe per case modality
             preset = intensity.for_modality(case.modality)

@@ -111,7 +111,19 @@ def _patch_dataset(data: LabeledData, ids: Sequence[str], cfg: FinetuneConfig, s
         intensity=finetune_intensity_augmentation(cfg, spatial_dims, ct_window),
         samples_per_volume=max(1, cfg.batch_size), label_column=label_column,
         centre_labels=balanced_centre_labels(cfg), slice_axis=cfg.slice_axis, slice_context=cfg.slice_context,
+        structure_contrast=finetune_structure_contrast(cfg),
     )
+
+
+def finetune_structure_contrast(cfg: FinetuneConfig):
+    """The per-structure intensity offsets of ``finetune.structure_contrast`` (None when 0 or for
+    classification), over the task's mask values; see :mod:`medssl.transforms.structure_contrast`."""
+    from medssl.transforms.structure_contrast import StructureContrast
+
+    if cfg.structure_contrast <= 0 or cfg.task != "segmentation":
+        return None
+    structures = list(cfg.mask_labels) if cfg.mask_labels else list(range(1, cfg.num_classes))
+    return StructureContrast(tuple(structures), cfg.structure_contrast, cfg.structure_contrast_shift)
 
 
 def slice_track_encoder_config(encoder_config: Any, init: str | os.PathLike | None, cfg: FinetuneConfig,
