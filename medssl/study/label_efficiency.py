@@ -190,6 +190,31 @@ def plan_cells(config: Config, data: LabeledData, splits: Sequence[Split]) -> li
     return cells
 
 
+def study_subgroups(config: Config, data: LabeledData) -> dict[str, dict[str, str]]:
+    """``column -> {case id -> value}`` for each of ``study.subgroup_columns`` (the report's table of
+    scores by subgroup, :mod:`medssl.study.subgroups`).
+
+    Raises:
+        ConfigError: a column is not in the labels table (named with the table's columns)."""
+    from medssl.study.subgroups import subgroup_values
+
+    found = {}
+    for column in config.study.subgroup_columns:
+        if column not in data.table.columns:
+            raise ConfigError(f"study.subgroup_columns: the labels table {config.study.labels or ''} has no column "
+                              f"{column!r} (its columns: {', '.join(map(str, data.table.columns))})")
+        found[column] = subgroup_values(data.table, column)
+    return found
+
+
+def labeled_cases_of(plans: Sequence[CellPlan]) -> list[dict[str, Any]]:
+    """Each run's labeled cases, once per ``(budget, seed, fold)`` (every arm of a run has the same)."""
+    runs: dict[tuple[float, int, int], list[str]] = {}
+    for plan in plans:
+        runs.setdefault((float(plan.budget), int(plan.seed), int(plan.fold)), list(plan.train_ids))
+    return [{"budget": b, "seed": s, "fold": f, "case_ids": ids} for (b, s, f), ids in runs.items()]
+
+
 def _init_fingerprints(inits: dict[str, str | None]) -> dict[str, str]:
     return {name: "scratch" if is_scratch(path) else file_fingerprint(path) for name, path in inits.items()}
 
@@ -323,6 +348,7 @@ def run_label_efficiency(
     init_prints = _init_fingerprints(study.inits)
     encoder_config = scratch_encoder_config(config, study.inits)
 
+    subgroups = study_subgroups(config, data)
     manifest: dict[str, Any] = {
         "kind": "label_efficiency",
         "task": config.finetune.task,
@@ -344,6 +370,8 @@ def run_label_efficiency(
         "scratch_encoder": encoder_config,
         "study_key": base_key,
         "cells": len(plans),
+        "labeled_cases": labeled_cases_of(plans),
+        "subgroups": subgroups,
     }
     write_run_record(run_dir / "manifest.json", manifest)
 

@@ -320,6 +320,30 @@ def _class_presence_blocks(results: pd.DataFrame, manifest: dict[str, Any] | Non
     return blocks
 
 
+def _subgroup_blocks(results: pd.DataFrame, manifest: dict[str, Any] | None, metric: str) -> list[Any]:
+    """Per ``study.subgroup_columns`` column: the metric on each subgroup of the test cases, for the
+    runs whose labeled cases had that subgroup and those that did not (:mod:`medssl.study.subgroups`)."""
+    from medssl.study.subgroups import subgroup_blocks_data, unseen_gap_warning
+
+    blocks: list[Any] = []
+    digits = _digits(metric)
+    label = metric_label(metric)
+    for column, table in subgroup_blocks_data(results, manifest, metric):
+        blocks.append(_Paragraph(f"{label} by `{column}` of the test cases (mean over seeds and cases): in the runs "
+                                 f"whose labeled cases included a case of that `{column}`, and in those whose labeled "
+                                 "cases had none (`runs`: how many seeds fell on each side)."))
+        shown = table.copy()
+        for side in ("seen", "unseen"):
+            shown[side] = [("n/a" if pd.isna(v) else _fmt(v, digits)) for v in shown[side]]
+        shown = shown.rename(columns={"seen": "labeled cases include it", "seen runs": "runs with",
+                                      "unseen": "labeled cases lack it", "unseen runs": "runs without"})
+        blocks.append(_Table(shown))
+        warning = unseen_gap_warning(table, column) if higher_is_better(metric) else None
+        if warning:
+            blocks.append(_Paragraph(warning))
+    return blocks
+
+
 def _study_notes(results: pd.DataFrame, manifest: dict[str, Any] | None) -> list[str]:
     """Notes on the design that change how to read the numbers: a budget that is the whole pool,
     a kNN probe whose k exceeds the labeled cases."""
@@ -523,6 +547,7 @@ def write_report(
             blocks.append(_Table(classes))
         if k == 0:
             blocks += _class_presence_blocks(results, manifest)
+            blocks += _subgroup_blocks(results, manifest, metric)
         if metric in SET_LEVEL_METRICS:
             boxes = plot_per_run(per_run, metric, plots_dir / f"{metric}_per_run.png")
             blocks.append(_Image(boxes, f"{label} per run"))

@@ -333,3 +333,30 @@ def test_cells_in_worker_processes_give_the_numbers_of_one_process(cohort, tmp_p
     two = run_label_efficiency(config, tmp_path / "two")
     pd.testing.assert_frame_equal(one, two)
     assert len(list((tmp_path / "two" / "cells").glob("*/*.csv"))) == 4
+
+
+def test_the_report_scores_each_subgroup_for_runs_with_and_without_it_labeled(cohort, tmp_path):
+    from medssl.study.subgroups import subgroup_table
+
+    config = _config(cohort, tmp_path, "study.subgroup_columns=[label]", "study.budgets=[2]", "study.seeds=[0,1,2]")
+    report = run_study_from_config(config, tmp_path / "run")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    labels = pd.read_csv(cohort, dtype={"case_id": str})
+    assert manifest["subgroups"] == {"label": {c: str(v) for c, v in zip(labels["case_id"], labels["label"])}}
+    runs = {r["seed"]: r["case_ids"] for r in manifest["labeled_cases"]}
+    for path in (tmp_path / "run" / "cells" / "scratch").glob("*.json"):
+        record = json.loads(path.read_text())
+        assert runs[record["seed"]] == record["train_ids"]  # the labeled cases each cell trained on
+    results = pd.read_csv(tmp_path / "run" / "results.csv", dtype={"case_id": str})
+    table = subgroup_table(results, manifest["subgroups"]["label"],
+                           {(2.0, s, 0): ids for s, ids in runs.items()}, "dice", column="label")
+    assert set(table["label"]) == {"0", "1"} and (table["seen runs"] + table["unseen runs"] == 3).all()
+    assert "Dice by `label` of the test cases" in report.read_text()
+
+
+def test_a_subgroup_column_the_labels_table_lacks_is_refused_before_any_cell(cohort, tmp_path):
+    from medssl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'scanner'.*its columns: case_id"):
+        run_label_efficiency(_config(cohort, tmp_path, "study.subgroup_columns=[scanner]"), tmp_path / "run")
+    assert not (tmp_path / "run" / "cells").exists()
