@@ -331,7 +331,7 @@ def _subgroup_blocks(results: pd.DataFrame, manifest: dict[str, Any] | None, met
     for column, table in subgroup_blocks_data(results, manifest, metric):
         blocks.append(_Paragraph(f"{label} by `{column}` of the test cases (mean over seeds and cases): in the runs "
                                  f"whose labeled cases included a case of that `{column}`, and in those whose labeled "
-                                 "cases had none (`runs`: how many seeds fell on each side)."))
+                                 "cases had none (`runs with` and `runs without`: how many seeds fell on each side)."))
         shown = table.copy()
         for side in ("seen", "unseen"):
             shown[side] = [("n/a" if pd.isna(v) else _fmt(v, digits)) for v in shown[side]]
