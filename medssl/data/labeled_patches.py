@@ -211,14 +211,14 @@ class LabeledPatchDataset(CachedItemsDataset):
         mask = None if case.mask is None else slice_with_context(case.mask, axis, index, 0)
         return (image, mask), centre[list(in_plane_axes(axis))]
 
-    def _structure_mask(self, case: CachedCase, mask_source: np.ndarray, geometry: Any, d: int,
+    def _structure_mask(self, case: CachedCase, mask: torch.Tensor, geometry: Any, axis: int | None,
                         through: np.ndarray | None) -> torch.Tensor:
-        """The annotation under the patch for :attr:`structure_contrast`: ``(1, *patch)``, or for a
-        2.5D patch ``(C * (2k + 1), *patch)``, each neighbour slice's own annotation under its channels."""
-        if d == 3 or self.slice_context == 0:
-            return sample_patch(mask_source, geometry, mode="nearest", padding_mode="zeros")
-        axis = resolve_slice_axis(self.slice_axis, case.spacing, case.image.shape)
-        index = int(round(float(through[axis])))  # type: ignore[index]
+        """The annotation under the patch for :attr:`structure_contrast`: the patch's ``mask``
+        ``(1, *patch)``, or for a 2.5D patch ``(C * (2k + 1), *patch)``, each neighbour slice's own
+        annotation under its channels."""
+        if axis is None or through is None or self.slice_context == 0:
+            return mask
+        index = int(round(float(through[axis])))
         around = slice_with_context(case.mask, axis, index, self.slice_context)  # (2k + 1, A, B, 1)
         per_slice = sample_patch(around, geometry, mode="nearest", padding_mode="zeros")
         return per_slice.repeat_interleave(case.image.shape[0], dim=0)
@@ -247,6 +247,7 @@ class LabeledPatchDataset(CachedItemsDataset):
         d = len(self.patch_size)
         spatial, image_source, mask_source = self.spatial, case.image, case.mask
         through: np.ndarray | None = None
+        axis: int | None = None
         if d == 2:
             axis = resolve_slice_axis(self.slice_axis, case.spacing, case.image.shape)
             spatial = self._spatial_for_axis(axis)
@@ -261,8 +262,10 @@ class LabeledPatchDataset(CachedItemsDataset):
             centre = self._draw_centre(case, rng)
         geometry = replace(geometry, centre=tuple(float(c) for c in np.clip(centre[:d], low, high)))
         image = sample_patch(image_source, geometry, padding_mode=spatial.padding_mode)
-        if self.structure_contrast is not None and mask_source is not None:
-            image = self.structure_contrast(image, self._structure_mask(case, mask_source, geometry, d, through),
+        mask = None if mask_source is None else sample_patch(mask_source, geometry, mode="nearest",
+                                                             padding_mode="zeros")
+        if self.structure_contrast is not None and mask is not None:
+            image = self.structure_contrast(image, self._structure_mask(case, mask, geometry, axis, through),
                                             make_torch_generator(self.seed, "structure-contrast", epoch, index))
         intensity = self.intensity
         if intensity is not None and hasattr(intensity, "for_modality"):  # a recipe per case modality
@@ -272,8 +275,7 @@ class LabeledPatchDataset(CachedItemsDataset):
             generator = make_torch_generator(self.seed, "labeled-intensity", epoch, index)
             image = intensity(image[None], generator)[0]
         item = {"image": image}
-        if mask_source is not None:
-            mask = sample_patch(mask_source, geometry, mode="nearest", padding_mode="zeros")
+        if mask is not None:
             item["truth" if self.unlabeled else "mask"] = mask.long()
         elif self.unlabeled:  # -1: no annotation (so batches of annotated and bare volumes collate)
             item["truth"] = torch.full((1, *image.shape[1:]), -1, dtype=torch.long)
