@@ -256,12 +256,17 @@ def finetune_segmentation(
     ``cfg.semi.method`` other than ``none``, ``unlabeled`` patches (items ``{"image"}``, optionally
     ``"truth"`` for diagnostics) and the strong view's intensity augmentation ``strong`` add the
     consistency loss of :mod:`medssl.eval.semi_supervised`; the labeled batches are the same as
-    without it (same seed, same order), so the two arms are paired.
+    without it (same seed, same order), so the two arms are paired. The history's ``extra`` holds
+    each class's soft Dice on the labeled training batches (:mod:`medssl.eval.class_fit`; with
+    ``cps``, both networks' batches).
     """
     if model.task != "segmentation":
         raise ValueError(f"finetune_segmentation needs a segmentation model, got {model.task}")
+    from medssl.eval.class_fit import ClassFitTracker, TrackedLoss
+
     device = torch.device(device) if device is not None else resolve_device(cfg.device, "finetune.device")
-    criterion = segmentation_loss()
+    fit = ClassFitTracker(cfg.num_classes)
+    criterion = TrackedLoss(segmentation_loss(), fit)
 
     def labeled_inputs(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = _split_batch(batch, ["image", "mask|label"])
@@ -302,8 +307,11 @@ def finetune_segmentation(
         def validate() -> float:
             return float(evaluate_segmentation(model, validation, cfg, metrics=["dice"], device=device)["dice"].mean())
 
-    return _train_counted(model, batches, cfg, loss_of_batch, device=device, validate=validate, desc="finetune seg",
-                          after_step=after_step, forward_items=forward_items, extra=history_extra)
+    history = _train_counted(model, batches, cfg, loss_of_batch, device=device, validate=validate,
+                             desc="finetune seg", after_step=after_step, forward_items=forward_items,
+                             extra=history_extra)
+    history.extra.update(fit.summary())
+    return history
 
 
 def _train_counted(model: FinetuneModel, batches: Iterator[Any], cfg: FinetuneConfig,

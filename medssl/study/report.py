@@ -366,6 +366,26 @@ def _study_notes(results: pd.DataFrame, manifest: dict[str, Any] | None) -> list
     return notes
 
 
+def _training_fit_blocks(table: pd.DataFrame | None, manifest: dict[str, Any] | None) -> list[Any]:
+    """Each class's soft Dice on the runs' own training batches, and the warning of
+    :func:`medssl.study.training_fit.stalled_class_warning`."""
+    from medssl.study.training_fit import stalled_class_warning, training_fit_summary
+
+    if table is None or table.empty:
+        return []
+    label = _class_label(manifest)
+    blocks: list[Any] = [
+        _Paragraph("Each class's soft Dice on the runs' own labeled training batches over their last steps, mean "
+                   "over seeds (lowest run). A class that fit in training but scores low on the test cases did not "
+                   "generalise to them; one that never fit stalled (`medssl/study/training_fit.py`)."),
+        _Table(training_fit_summary(table, label)),
+    ]
+    warning = stalled_class_warning(table, label)
+    if warning:
+        blocks.append(_Paragraph(warning))
+    return blocks
+
+
 def _teacher_blocks(teacher: pd.DataFrame, manifest: dict[str, Any] | None) -> list[Any]:
     """The semi-supervised arms' pseudo-labels against the unlabeled cases' annotation, and the
     warning of :func:`medssl.study.teacher_diagnostics.teacher_warning`."""
@@ -491,13 +511,16 @@ def write_report(
     costs: pd.DataFrame | None = None,
     overlays: Sequence[tuple[str, Path]] = (),
     teacher: pd.DataFrame | None = None,
+    training_fit: pd.DataFrame | None = None,
 ) -> ReportFiles:
     """Write ``results.csv``, ``summary.csv``, plots, ``report.md`` and ``report.html`` into ``out_dir``.
 
     ``costs``: what each arm cost (:func:`medssl.study.label_efficiency.arm_costs`), shown as a table.
     ``teacher``: the semi-supervised arms' pseudo-label coverage and accuracy per class
     (:func:`medssl.study.teacher_diagnostics.pseudo_label_table`), with a warning for a class the
-    teacher was rarely confident on or mostly wrong about."""
+    teacher was rarely confident on or mostly wrong about. ``training_fit``: each run's per-class soft
+    Dice on its own training batches (:func:`medssl.study.training_fit.training_fit_table`), with a
+    warning for a run that never fit a class."""
     missing = set(RESULT_COLUMNS) - set(results.columns)
     if missing:
         raise ValueError(f"results lack the column(s) {sorted(missing)}")
@@ -548,6 +571,7 @@ def write_report(
         if k == 0:
             blocks += _class_presence_blocks(results, manifest)
             blocks += _subgroup_blocks(results, manifest, metric)
+            blocks += _training_fit_blocks(training_fit, manifest)
         if metric in SET_LEVEL_METRICS:
             boxes = plot_per_run(per_run, metric, plots_dir / f"{metric}_per_run.png")
             blocks.append(_Image(boxes, f"{label} per run"))

@@ -157,6 +157,10 @@ def test_report_files_hold_the_expected_tables(cohort, pretrained, tmp_path):
     picture = matplotlib.image.imread(overlays[0])
     assert picture.shape[1] > 3 * picture.shape[0] / 2  # a row of 4 panels
     assert "## Predictions on test cases" in text and "![Best test case" in text
+    # each run's per-class fit on its own training batches (medssl.study.training_fit)
+    fit = json.loads((run / "cells" / "scratch" / "b2_s0_f0.json").read_text())["history"]["train_class_dice"]
+    assert len(fit) == config.finetune.num_classes and fit[0] is None and 0 <= fit[1] <= 1
+    assert "own labeled training batches" in text
     html = (run / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4 + 3 and "<table" in html and "src='plots/" not in html
     summary = pd.read_csv(run / "summary.csv")

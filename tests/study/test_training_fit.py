@@ -1,0 +1,73 @@
+"""A study's report shows how well each run fit each class on its own training batches, and names
+the runs that never fit a class (a training stall) apart from those that fit it and failed on test."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from medssl.study.report import write_report
+from medssl.study.training_fit import stalled_class_warning, training_fit_summary, training_fit_table
+
+
+def write_cell(run_dir, arm, n_train, seed, fit):
+    folder = run_dir / "cells" / arm
+    folder.mkdir(parents=True, exist_ok=True)
+    history = {"steps": 600}
+    if fit is not None:
+        history["train_class_dice"] = fit
+    record = {"arm": arm, "n_train": n_train, "seed": seed, "fold": 0, "history": history}
+    (folder / f"b{n_train}_s{seed}_f0.json").write_text(json.dumps(record))
+
+
+def test_one_row_per_run_none_is_missing_and_runs_without_the_record_are_left_out(tmp_path):
+    write_cell(tmp_path, "scratch", 8, 1, [None, 0.91, 0.78])
+    write_cell(tmp_path, "scratch", 8, 0, [None, 0.66, 0.15])
+    write_cell(tmp_path, "scratch", 2, 0, [None, 0.88, None])   # no recent batch held class 2
+    write_cell(tmp_path, "plain_monai", 2, 0, None)             # a record from another training loop
+    (tmp_path / "cells" / "scratch" / "broken.json").write_text("{not json")
+    table = training_fit_table(tmp_path)
+    assert table.columns.tolist() == ["arm", "labeled cases", "seed", "fold", "fit 1", "fit 2"]
+    assert table[["labeled cases", "seed"]].values.tolist() == [[2, 0], [8, 0], [8, 1]]
+    assert np.isnan(table.loc[0, "fit 2"]) and table.loc[1, "fit 2"] == 0.15
+    assert training_fit_table(tmp_path / "nothing").empty
+
+
+def test_the_summary_gives_the_mean_and_the_lowest_run():
+    table = pd.DataFrame({"arm": ["scratch"] * 3, "labeled cases": [8] * 3, "seed": [0, 1, 2], "fold": [0] * 3,
+                          "fit 1": [0.9, 0.8, 0.7], "fit 2": [0.15, 0.75, np.nan]})
+    summary = training_fit_summary(table, {1: "liver", 2: "kidneys"}.get)
+    assert summary.to_dict("records") == [{"arm": "scratch", "labeled cases": 8, "runs": 3,
+                                           "liver": "0.80 (0.70)", "kidneys": "0.45 (0.15)"}]
+
+
+def test_the_warning_names_each_stalled_run_and_the_arms_other_runs():
+    table = pd.DataFrame({"arm": ["scratch"] * 3 + ["simclr"], "labeled cases": [8, 8, 8, 2],
+                          "seed": [0, 1, 2, 0], "fold": [0, 0, 0, 1],
+                          "fit 1": [0.93, 0.94, 0.92, 0.40], "fit 2": [0.14, 0.81, 0.79, np.nan]})
+    warning = stalled_class_warning(table, {1: "liver", 2: "kidneys"}.get)
+    lines = [line for line in warning.splitlines() if line.startswith("- ")]
+    assert lines == ["- liver: `simclr` at 2 labeled case(s), seed 0 fold 1 (training soft Dice 0.40)",
+                     "- kidneys: `scratch` at 8 labeled case(s), seed 0 (training soft Dice 0.14; "
+                     "the arm's other runs: 0.80)"]
+    assert "more `finetune.steps`" in warning
+    assert stalled_class_warning(table, threshold=0.1) is None
+    assert stalled_class_warning(pd.DataFrame()) is None
+
+
+def test_the_report_shows_the_table_and_the_warning(tmp_path):
+    rows = [dict(init="scratch", budget=float(b), n_labeled=b, seed=s, fold=0, case_id=c, metric="dice", value=v)
+            for b in (2, 8) for s in (0, 1) for c, v in (("a", 0.5 + 0.02 * b), ("b", 0.6 + 0.02 * b))]
+    fit = pd.DataFrame({"arm": ["scratch"] * 4, "labeled cases": [2, 2, 8, 8], "seed": [0, 1, 0, 1],
+                        "fold": [0] * 4, "fit 1": [0.85, 0.88, 0.12, 0.91]})
+    manifest = {"config": {"finetune": {"mask_labels": [1], "class_names": {"1": "liver"}}}}
+    text = write_report(pd.DataFrame(rows), tmp_path, n_resamples=50, manifest=manifest,
+                        training_fit=fit).markdown.read_text()
+    assert "| arm | labeled cases | runs | liver (mask 1) |" in text
+    assert "| scratch | 8 | 2 | 0.52 (0.12) |" in text
+    assert ("- liver (mask 1): `scratch` at 8 labeled case(s), seed 0 (training soft Dice 0.12; "
+            "the arm's other runs: 0.91)") in text
+    plain = write_report(pd.DataFrame(rows), tmp_path / "plain", n_resamples=50).markdown.read_text()
+    assert "own labeled training batches" not in plain
