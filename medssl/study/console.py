@@ -3,7 +3,8 @@
 :func:`study_table_text` reads a finished run folder (``summary.csv``, ``results.csv``,
 ``manifest.json``) and gives the init x budget table of the headline metric, the differences to
 the baseline, and the warnings a reader must not miss (the baseline does not rise with labels, a
-class never predicted where present; :mod:`medssl.study.findings`).
+class never predicted where present, :mod:`medssl.study.findings`; a run that never fit a class on
+its own training batches, :mod:`medssl.study.training_fit`).
 
 Example::
 
@@ -45,9 +46,11 @@ def study_table_text(run_dir: str | os.PathLike, metric: str, baseline: str = "s
 
 def study_warnings(run_dir: str | os.PathLike, metric: str, baseline: str = "scratch") -> list[str]:
     """The warnings of the study in ``run_dir`` as plain text: the baseline does not rise with labels
-    (fine-tuning studies), a class never predicted where present (:mod:`medssl.study.findings`)."""
+    (fine-tuning studies), a class never predicted where present (:mod:`medssl.study.findings`), a
+    run that never fit a class on its training batches (:mod:`medssl.study.training_fit`)."""
     from medssl.study import findings
     from medssl.study.report import class_label_of, read_results
+    from medssl.study.training_fit import stalled_class_warning, training_fit_table
 
     run_dir = Path(run_dir)
     results_path = run_dir / "results.csv"
@@ -57,7 +60,8 @@ def study_warnings(run_dir: str | os.PathLike, metric: str, baseline: str = "scr
     manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
     config = manifest.get("config") or {}
     results = read_results(results_path)
-    warnings = [findings.never_predicted_warning(results, class_label_of(manifest))]
+    warnings = [findings.never_predicted_warning(results, class_label_of(manifest)),
+                stalled_class_warning(training_fit_table(run_dir), class_label_of(manifest))]
     if (config.get("study") or {}).get("evaluation", "finetune") == "finetune":
         warnings.insert(0, findings.labels_matter_warning(results, metric, baseline=baseline,
                                                           steps=(config.get("finetune") or {}).get("steps")))

@@ -71,3 +71,17 @@ def test_the_report_shows_the_table_and_the_warning(tmp_path):
             "the arm's other runs: 0.91)") in text
     plain = write_report(pd.DataFrame(rows), tmp_path / "plain", n_resamples=50).markdown.read_text()
     assert "own labeled training batches" not in plain
+
+
+def test_medssl_study_prints_the_warning_for_a_finished_run(tmp_path):
+    from medssl.study.console import study_warnings
+
+    rows = [dict(init="scratch", budget=float(b), n_labeled=b, seed=s, fold=0, case_id="a", metric="dice",
+                 value=0.5 + 0.05 * b + 0.01 * s) for b in (2, 8) for s in (0, 1)]
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    write_cell(tmp_path, "scratch", 8, 0, [None, 0.93, 0.15])
+    write_cell(tmp_path, "scratch", 8, 1, [None, 0.92, 0.80])
+    printed = "\n".join(study_warnings(tmp_path, "dice"))
+    assert "a run did not fit a class on its own training patches" in printed and "`" not in printed
+    assert "- class 2: scratch at 8 labeled case(s), seed 0 (training soft Dice 0.15; the arm's other runs: 0.80)" \
+        in printed
