@@ -54,7 +54,7 @@ from medssl.eval.data import PATIENT, LabeledData, load_labeled_data, resolve_st
 from medssl.eval.experiment import scratch_encoder_config, train_and_evaluate, whole_volume_features
 from medssl.eval.networks import check_patch_size, is_scratch
 from medssl.study.overlays import SLICES_SUFFIX, overlay_cell, overlay_slices, save_slices
-from medssl.study.run_record import collect_environment, now_iso, write_run_record
+from medssl.study.run_record import cell_records, collect_environment, now_iso, write_run_record
 from medssl.study.summary import RESULT_COLUMNS
 from medssl.utils.atomic import atomic_write, atomic_write_text
 from medssl.utils.provenance import file_fingerprint, text_fingerprint
@@ -508,11 +508,7 @@ def arm_costs(run_dir: str | os.PathLike) -> pd.DataFrame:
     """What each arm cost, from the cell records in ``run_dir/cells``: per arm and labeled cases, the
     mean seconds of a cell, its fine-tuning steps and the images forwarded in training."""
     rows = []
-    for path in sorted(Path(run_dir, "cells").glob("*/*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
+    for record in cell_records(run_dir):
         history = record.get("history") or {}
         rows.append({"arm": record.get("arm", record.get("init")), "labeled cases": record.get("n_train"),
                      "seconds": record.get("seconds"), "steps": history.get("steps"),

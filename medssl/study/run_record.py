@@ -19,7 +19,7 @@ import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from medssl.utils.atomic import atomic_write_text
 
@@ -41,3 +41,13 @@ def write_run_record(path: str | os.PathLike, record: dict[str, Any]) -> Path:
     path = Path(path)
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False, default=str) + "\n")
     return path
+
+
+def cell_records(run_dir: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """The record of each finished cell of a study (``run_dir/cells/<arm>/<cell>.json``), in path
+    order; a file that cannot be read or parsed (a cell killed while writing) is skipped."""
+    for path in sorted(Path(run_dir, "cells").glob("*/*.json")):
+        try:
+            yield json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue

@@ -28,13 +28,13 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+
+from medssl.study.run_record import cell_records
 
 
 def pseudo_label_table(run_dir: str | os.PathLike) -> pd.DataFrame:
@@ -42,11 +42,7 @@ def pseudo_label_table(run_dir: str | os.PathLike) -> pd.DataFrame:
     pseudo-label coverage and accuracy (columns ``coverage k``, ``accuracy k``); empty when no cell
     recorded any (labels-only arms, or no annotated unlabeled case)."""
     rows = []
-    for path in sorted(Path(run_dir, "cells").glob("*/*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
+    for record in cell_records(run_dir):
         history = record.get("history") or {}
         coverage, accuracy = history.get("pseudo_label_coverage"), history.get("pseudo_label_accuracy")
         if not coverage or all(value is None for value in coverage):

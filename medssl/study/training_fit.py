@@ -23,13 +23,13 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+
+from medssl.study.run_record import cell_records
 
 __all__ = ["training_fit_table", "training_fit_summary", "stalled_class_warning"]
 
@@ -45,11 +45,7 @@ def training_fit_table(run_dir: str | os.PathLike) -> pd.DataFrame:
     ``fit k``, class ``k``'s training soft Dice over the run's last steps (NaN where no recent batch
     held the class); empty when no cell did (classification, or records from before it existed)."""
     rows = []
-    for path in sorted(Path(run_dir, "cells").glob("*/*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
+    for record in cell_records(run_dir):
         fit = (record.get("history") or {}).get("train_class_dice")
         if not fit:
             continue
