@@ -87,15 +87,19 @@ class ClassFitTracker:
     def _per_class(self, rows: Sequence[Sequence[float]]) -> list[float | None]:
         return [None] + [self._mean(rows, c) for c in range(1, self.num_classes)]
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, steps: int | None = None) -> dict[str, Any]:
         """``train_class_dice``: per class, the mean over the last ``window`` batches that contain it
         (None where none did); ``train_class_dice_curve``: the same per block of ``window`` batches;
-        ``train_class_dice_window``: the block size."""
+        ``train_class_dice_window``: the block size; ``train_class_dice_every``: the training steps
+        per block, given the run's ``steps`` (a step may record more than one batch: cross pseudo
+        supervision records both networks'), else the block size."""
         blocks = [self.records[i:i + self.window] for i in range(0, len(self.records), self.window)]
+        every = self.window * steps / len(self.records) if steps and self.records else self.window
         return {
             "train_class_dice": self._per_class(self.records[-self.window:]),
             "train_class_dice_curve": [self._per_class(block) for block in blocks],
             "train_class_dice_window": self.window,
+            "train_class_dice_every": round(every, 3),
         }
 
 

@@ -310,7 +310,7 @@ def finetune_segmentation(
     history = _train_counted(model, batches, cfg, loss_of_batch, device=device, validate=validate,
                              desc="finetune seg", after_step=after_step, forward_items=forward_items,
                              extra=history_extra)
-    history.extra.update(fit.summary())
+    history.extra.update(fit.summary(steps=cfg.steps))
     return history
 
 

@@ -524,7 +524,7 @@ def run_study_from_config(config: Config, run_dir: str | os.PathLike, *, resume:
     from medssl.study.overlays import write_overlays
     from medssl.study.report import class_label_of, write_report
     from medssl.study.teacher_diagnostics import pseudo_label_table
-    from medssl.study.training_fit import training_fit_table
+    from medssl.study.training_fit import training_fit_curves, training_fit_table
 
     run_dir = Path(run_dir)
     results = run_label_efficiency(config, run_dir, resume=resume)
@@ -535,5 +535,6 @@ def run_study_from_config(config: Config, run_dir: str | os.PathLike, *, resume:
     files = write_report(results, run_dir, primary=metric, baseline=config.study.baseline, manifest=manifest,
                          n_resamples=config.study.bootstrap, level=config.study.level, seed=config.seed,
                          resample_seeds=config.study.bootstrap_seeds, costs=arm_costs(run_dir), overlays=overlays,
-                         teacher=pseudo_label_table(run_dir), training_fit=training_fit_table(run_dir))
+                         teacher=pseudo_label_table(run_dir), training_fit=training_fit_table(run_dir),
+                         training_curves=training_fit_curves(run_dir))
     return files.markdown

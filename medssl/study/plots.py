@@ -6,6 +6,9 @@
 * :func:`plot_per_case`: box plots of the per-case metric (averaged over seeds) for each budget,
   one box per initialisation; the reader sees which cases fail, not only the mean.
 * :func:`plot_per_run`: box plots over seeds of a set-level metric (AUC...), which has no per-case value.
+* :func:`plot_training_fit`: each run's soft Dice per class on its own training batches against the
+  step (:mod:`medssl.study.training_fit`), one panel per arm and class, one line per run coloured
+  by its labeled cases: a flat line below the 0.5 mark is a class that never fit.
 
 Every function writes a PNG atomically and returns its path.
 
@@ -42,13 +45,14 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
 
-def _figure(width: float = 6.0, height: float = 4.0):
+def _figure(width: float = 6.0, height: float = 4.0, rows: int = 1, columns: int = 1):
+    """``plt``, the figure and its axes (one, or a ``rows x columns`` array when either exceeds 1)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(width, height), dpi=110)
+    fig, ax = plt.subplots(rows, columns, figsize=(width, height), dpi=110, squeeze=rows * columns == 1)
     return plt, fig, ax
 
 
@@ -150,4 +154,38 @@ def _boxes(values: pd.DataFrame, metric: str, path: str | Path, what: str) -> Pa
     ax.set_title(f"{metric_label(metric)} {what}", fontsize=9)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
+    return _save(plt, fig, path)
+
+
+def plot_training_fit(curves: pd.DataFrame, path: str | Path, class_label=lambda k: f"class {k}", *,
+                      threshold: float = 0.5) -> Path:
+    """Training soft Dice against the step (``curves``: :func:`medssl.study.training_fit.training_fit_curves`),
+    a panel per arm (rows) and foreground class (columns), a line per run coloured by its labeled
+    cases, and the ``threshold`` below which the report names a run."""
+    import matplotlib
+
+    arms = list(dict.fromkeys(curves["arm"]))
+    classes = sorted(curves["class"].unique())
+    budgets = sorted(curves["labeled cases"].unique())
+    cmap = matplotlib.colormaps["viridis"]
+    colour = {b: cmap(0.85 * k / max(1, len(budgets) - 1)) for k, b in enumerate(budgets)}
+    plt, fig, axes = _figure(3.2 * len(classes) + 0.6, 2.4 * len(arms) + 0.6, len(arms), len(classes))
+    axes = np.asarray(axes).reshape(len(arms), len(classes))
+    for r, arm in enumerate(arms):
+        for c, k in enumerate(classes):
+            ax = axes[r, c]
+            mine = curves[(curves["arm"] == arm) & (curves["class"] == k)]
+            for (n_labeled, _seed, _fold), run in mine.groupby(["labeled cases", "seed", "fold"], sort=True):
+                ax.plot(run["step"], run["soft dice"], color=colour[n_labeled], linewidth=1.2, alpha=0.8)
+            ax.axhline(threshold, color="grey", linestyle="--", linewidth=0.8)
+            ax.set_ylim(0, 1)
+            ax.set_title(f"{arm}: {class_label(int(k))}", fontsize=8)
+            ax.grid(True, alpha=0.3)
+            if r == len(arms) - 1:
+                ax.set_xlabel("training step")
+            if c == 0:
+                ax.set_ylabel("training soft Dice")
+    for b in budgets:
+        axes[0, 0].plot([], [], color=colour[b], label=f"{int(b)} labeled")
+    axes[0, 0].legend(fontsize=7, loc="lower right")
     return _save(plt, fig, path)

@@ -366,9 +366,11 @@ def _study_notes(results: pd.DataFrame, manifest: dict[str, Any] | None) -> list
     return notes
 
 
-def _training_fit_blocks(table: pd.DataFrame | None, manifest: dict[str, Any] | None) -> list[Any]:
-    """Each class's soft Dice on the runs' own training batches, and the warning of
-    :func:`medssl.study.training_fit.stalled_class_warning`."""
+def _training_fit_blocks(table: pd.DataFrame | None, curves: pd.DataFrame | None,
+                         manifest: dict[str, Any] | None, plots_dir: Path) -> list[Any]:
+    """Each class's soft Dice on the runs' own training batches (a table, and the curves over the
+    steps as a plot), and the warning of :func:`medssl.study.training_fit.stalled_class_warning`."""
+    from medssl.study.plots import plot_training_fit
     from medssl.study.training_fit import stalled_class_warning, training_fit_summary
 
     if table is None or table.empty:
@@ -380,6 +382,9 @@ def _training_fit_blocks(table: pd.DataFrame | None, manifest: dict[str, Any] | 
                    "generalise to them; one that never fit stalled (`medssl/study/training_fit.py`)."),
         _Table(training_fit_summary(table, label)),
     ]
+    if curves is not None and not curves.empty:
+        picture = plot_training_fit(curves, plots_dir / "training_fit.png", label)
+        blocks.append(_Image(picture, "Training soft Dice per class against the step, one line per run"))
     warning = stalled_class_warning(table, label)
     if warning:
         blocks.append(_Paragraph(warning))
@@ -512,6 +517,7 @@ def write_report(
     overlays: Sequence[tuple[str, Path]] = (),
     teacher: pd.DataFrame | None = None,
     training_fit: pd.DataFrame | None = None,
+    training_curves: pd.DataFrame | None = None,
 ) -> ReportFiles:
     """Write ``results.csv``, ``summary.csv``, plots, ``report.md`` and ``report.html`` into ``out_dir``.
 
@@ -520,7 +526,8 @@ def write_report(
     (:func:`medssl.study.teacher_diagnostics.pseudo_label_table`), with a warning for a class the
     teacher was rarely confident on or mostly wrong about. ``training_fit``: each run's per-class soft
     Dice on its own training batches (:func:`medssl.study.training_fit.training_fit_table`), with a
-    warning for a run that never fit a class."""
+    warning for a run that never fit a class; ``training_curves``: the same over the steps
+    (:func:`medssl.study.training_fit.training_fit_curves`), drawn as ``plots/training_fit.png``."""
     missing = set(RESULT_COLUMNS) - set(results.columns)
     if missing:
         raise ValueError(f"results lack the column(s) {sorted(missing)}")
@@ -571,7 +578,9 @@ def write_report(
         if k == 0:
             blocks += _class_presence_blocks(results, manifest)
             blocks += _subgroup_blocks(results, manifest, metric)
-            blocks += _training_fit_blocks(training_fit, manifest)
+            fit_blocks = _training_fit_blocks(training_fit, training_curves, manifest, plots_dir)
+            plot_paths += [block.path for block in fit_blocks if isinstance(block, _Image)]
+            blocks += fit_blocks
         if metric in SET_LEVEL_METRICS:
             boxes = plot_per_run(per_run, metric, plots_dir / f"{metric}_per_run.png")
             blocks.append(_Image(boxes, f"{label} per run"))

@@ -4,7 +4,9 @@ Every segmentation cell record keeps, per class ``k``, the soft Dice of its labe
 batches over the last steps (``history.train_class_dice``, :mod:`medssl.eval.class_fit`).
 :func:`training_fit_table` gathers them, one row per run; :func:`training_fit_summary` gives each
 arm and labeled-case count the mean and the lowest run; :func:`stalled_class_warning` names each run
-whose class stayed below ``threshold`` on its own training patches.
+whose class stayed below ``threshold`` on its own training patches; :func:`training_fit_curves`
+gives each run's curve over the steps (``history.train_class_dice_curve``), drawn by
+:func:`medssl.study.plots.plot_training_fit`.
 
 Why it matters: a run whose test Dice for a class is 0 either never fit that class (a stall: its
 score measures the schedule, and more ``finetune.steps`` is the remedy) or fit it and failed on
@@ -31,7 +33,7 @@ import pandas as pd
 
 from medssl.study.run_record import cell_records
 
-__all__ = ["training_fit_table", "training_fit_summary", "stalled_class_warning"]
+__all__ = ["training_fit_table", "training_fit_curves", "training_fit_summary", "stalled_class_warning"]
 
 _KEYS = ["arm", "labeled cases", "seed", "fold"]
 
@@ -59,6 +61,30 @@ def training_fit_table(run_dir: str | os.PathLike) -> pd.DataFrame:
         return pd.DataFrame()
     table = pd.DataFrame(rows)
     return table[_KEYS + _fit_columns(table)].sort_values(_KEYS, kind="stable").reset_index(drop=True)
+
+
+def training_fit_curves(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per (run, foreground class, block of steps): arm, labeled cases, seed, fold, class,
+    step (the block's last training step) and soft Dice (NaN where no batch of the block held the
+    class); empty when no cell recorded a curve."""
+    rows = []
+    for record in cell_records(run_dir):
+        history = record.get("history") or {}
+        curve = history.get("train_class_dice_curve")
+        if not curve:
+            continue
+        every = float(history.get("train_class_dice_every") or history.get("train_class_dice_window") or 1)
+        steps = history.get("steps")
+        for block, values in enumerate(curve):
+            step = (block + 1) * every
+            for k, value in enumerate(values):
+                if k == 0:
+                    continue
+                rows.append({"arm": record.get("arm", record.get("init")), "labeled cases": record.get("n_train"),
+                             "seed": record.get("seed"), "fold": record.get("fold", 0), "class": k,
+                             "step": min(step, steps) if steps else step,
+                             "soft dice": np.nan if value is None else float(value)})
+    return pd.DataFrame(rows)
 
 
 def training_fit_summary(table: pd.DataFrame, class_label: Callable[[int], str] = lambda k: f"class {k}"

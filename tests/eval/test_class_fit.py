@@ -46,7 +46,8 @@ def test_the_summary_averages_the_last_window_of_batches_that_hold_the_class():
     tracker.update(right, both)          # block 1: both at 1
     tracker.update(right, only_one)      # block 2: class 1 at 2/3 (p sums to 1, y to 2), class 2 absent
     summary = tracker.summary()
-    assert summary["train_class_dice_window"] == 2
+    assert summary["train_class_dice_window"] == 2 and summary["train_class_dice_every"] == 2
+    assert tracker.summary(steps=6)["train_class_dice_every"] == 4   # 3 batches in 6 steps: 2 * 6 / 3
     assert summary["train_class_dice"] == [None, pytest.approx(0.8333, abs=1e-4), 1.0]
     assert summary["train_class_dice_curve"] == [[None, 0.5, 0.5], [None, pytest.approx(0.6667, abs=1e-4), None]]
 
@@ -79,6 +80,7 @@ def test_a_run_that_learns_fits_its_class_and_a_run_that_cannot_move_does_not():
                                      num_classes=2, seed=0)
         history = finetune_segmentation(model, RandomPatches(cases, (32, 32, 1), seed=0), cfg, seed=0).as_dict()
         assert len(history["train_class_dice_curve"]) == 2  # 60 batches in blocks of 50
+        assert history["train_class_dice_every"] == 50
         return history["train_class_dice"]
 
     learned, frozen = fit(1e-2), fit(1e-9)

@@ -162,7 +162,8 @@ def test_report_files_hold_the_expected_tables(cohort, pretrained, tmp_path):
     assert len(fit) == config.finetune.num_classes and fit[0] is None and 0 <= fit[1] <= 1
     assert "own labeled training batches" in text
     html = (run / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 + 3 and "<table" in html and "src='plots/" not in html
+    # the curves, the per-case boxes and the training fit; three overlays
+    assert html.count("data:image/png;base64,") == 4 + 1 + 3 and "<table" in html and "src='plots/" not in html
     summary = pd.read_csv(run / "summary.csv")
     assert {"metric", "init", "n_labeled", "mean", "sd", "ci_low", "ci_high", "diff", "diff_low",
             "diff_high"} <= set(summary.columns)
