@@ -8,6 +8,23 @@ import sys
 from typing import Any
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """A handler that writes each record to ``sys.stderr`` as it is *then*, not as it was when the
+    handler was made: a notebook cell, a test's captured stderr or ``contextlib.redirect_stderr``
+    replaces the stream, and the old one may be closed by the time the next record comes."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it; the property wins
+        pass
+
+
 def configure_logging(level: str | int | None = None, log_file: str | os.PathLike | None = None) -> None:
     """Send medssl's log records to stderr (and ``log_file`` when given), once per process."""
     level = level or os.environ.get("MEDSSL_LOG_LEVEL", "INFO")
@@ -15,7 +32,7 @@ def configure_logging(level: str | int | None = None, log_file: str | os.PathLik
     root.setLevel(level)
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     if not any(getattr(h, "_medssl", False) and not isinstance(h, logging.FileHandler) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderrHandler()
         handler.setFormatter(formatter)
         handler._medssl = True  # type: ignore[attr-defined]
         root.addHandler(handler)

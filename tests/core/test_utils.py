@@ -111,3 +111,27 @@ def test_a_full_disk_is_named_and_the_old_file_kept(tmp_path):
     with pytest.raises(PermissionError):  # other errors pass through unchanged
         with atomic_write(target, "w"):
             raise PermissionError(errno.EACCES, "denied")
+
+
+def test_log_records_go_to_the_stderr_of_the_moment_even_after_the_first_one_is_closed(monkeypatch):
+    import io
+    import logging
+    import sys
+
+    from medssl.utils.logging import configure_logging
+
+    root = logging.getLogger("medssl")
+    saved_handlers, saved_level = root.handlers[:], root.level
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        root.handlers = [h for h in root.handlers if not getattr(h, "_medssl", False)]
+        monkeypatch.setattr(sys, "stderr", first)       # a notebook cell, a captured test stream
+        configure_logging("INFO")
+        logging.getLogger("medssl.example").info("one")
+        assert "one" in first.getvalue()
+        first.close()
+        monkeypatch.setattr(sys, "stderr", second)
+        logging.getLogger("medssl.example").info("two")
+    finally:
+        root.handlers, root.level = saved_handlers, saved_level
+    assert "two" in second.getvalue() and "Logging error" not in second.getvalue()
