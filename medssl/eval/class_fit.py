@@ -45,20 +45,19 @@ __all__ = ["ClassFitTracker", "TrackedLoss", "batch_soft_dice"]
 
 def batch_soft_dice(logits: torch.Tensor, target: torch.Tensor) -> list[float]:
     """Soft Dice per class (index 0 included) of ``softmax(logits)`` against the integer ``target``
-    ``(B, 1, *spatial)`` over the whole batch; NaN for a class absent from ``target``."""
+    ``(B, 1, *spatial)`` over the whole batch; NaN for a class absent from ``target``. One transfer
+    from the device per call."""
     with torch.no_grad():
         probabilities = torch.softmax(logits.detach().float(), dim=1)
+        n_classes = probabilities.shape[1]
         labels = target.detach().long().reshape(target.shape[0], *target.shape[2:])
-        scores = []
-        for c in range(probabilities.shape[1]):
-            truth = (labels == c).to(probabilities.dtype)
-            n_truth = float(truth.sum())
-            if n_truth == 0:
-                scores.append(math.nan)
-                continue
-            p = probabilities[:, c]
-            scores.append(float(2 * (p * truth).sum() / (p.sum() + n_truth)))
-    return scores
+        truth = torch.nn.functional.one_hot(labels, n_classes).movedim(-1, 1).to(probabilities.dtype)
+        reduce = [0] + list(range(2, probabilities.ndim))
+        overlap = (probabilities * truth).sum(reduce)
+        n_truth = truth.sum(reduce)
+        dice = torch.where(n_truth > 0, 2 * overlap / (probabilities.sum(reduce) + n_truth),
+                           torch.full_like(overlap, math.nan))
+    return dice.cpu().tolist()
 
 
 class ClassFitTracker:
