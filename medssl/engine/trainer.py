@@ -76,7 +76,7 @@ from medssl.engine.precision import PrecisionPolicy
 from medssl.engine.sampler import EpochSampler
 from medssl.engine.schedules import build_scheduler
 from medssl.errors import CheckpointError, ConfigError, TrainingDivergedError
-from medssl.utils.logging import progress_bar
+from medssl.utils.logging import progress_bar, show_loss
 from medssl.utils.memory_format import use_channels_last, wants_channels_last
 from medssl.utils.seeding import derive_seed, make_torch_generator
 
@@ -413,7 +413,7 @@ class Trainer:
                 final_loss = mean_loss
                 if log is not None:
                     log.write(row)
-                bar.set_postfix(loss=f"{mean_loss:.4f}")
+                show_loss(bar, mean_loss)
                 window_loss.zero_()
                 window_steps = 0
                 window_started = time.perf_counter()

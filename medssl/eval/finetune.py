@@ -49,7 +49,7 @@ from medssl.eval.cases import LabeledCase, remap_mask
 from medssl.eval.networks import FinetuneModel, network_state
 from medssl.eval.param_groups import FrozenNormEval, freeze_parameters, layerwise_parameter_groups
 from medssl.utils.devices import resolve_device
-from medssl.utils.logging import progress_bar
+from medssl.utils.logging import progress_bar, show_loss
 from medssl.utils.memory_format import use_channels_last, wants_channels_last
 from medssl.utils.seeding import make_torch_generator
 
@@ -211,7 +211,7 @@ def _train_loop(
         if after_step is not None:
             after_step(network, step)
         history.losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{history.losses[-1]:.4f}")
+        show_loss(bar, history.losses[-1])
         if validate is not None and cfg.val_every and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
             score = float(validate())
             history.validation.append((step + 1, score))

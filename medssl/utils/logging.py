@@ -86,3 +86,9 @@ def progress_bar(iterable: Any = None, *, enabled: bool = True, stream: Any = No
     if "dynamic_ncols" in kwargs and "mininterval" in options:
         kwargs.pop("dynamic_ncols")
     return tqdm(iterable, **{**options, **kwargs})
+
+
+def show_loss(bar: Any, loss: float) -> None:
+    """Put ``loss`` on ``bar`` without forcing a refresh: ``set_postfix`` refreshes at every call by
+    default, past ``mininterval``, so a bar into a log file wrote a line per training step."""
+    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)

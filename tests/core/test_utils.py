@@ -52,25 +52,28 @@ def test_atomic_files_get_the_usual_permissions_not_mkstemp_private_ones(tmp_pat
 
 def test_progress_bars_into_a_log_file_are_bounded(monkeypatch):
     """A bar whose stream is not a terminal refreshes at most every 30 s, not at every update
-    (tqdm's default is every 0.1 s: a log file then holds a line per update of a slow loop)."""
+    (tqdm's default is every 0.1 s: a log file then holds a line per update of a slow loop), and
+    the loss shown at every step does not force a refresh either (``set_postfix``'s default)."""
     import io
     import itertools
 
     import tqdm.std
 
-    from medssl.utils.logging import NON_TERMINAL_REFRESH_S, progress_bar
+    from medssl.utils.logging import NON_TERMINAL_REFRESH_S, progress_bar, show_loss
 
     clock = itertools.count(0.0, 1.0)  # every reading of the clock: one second later (a slow loop)
     monkeypatch.setattr(tqdm.std, "time", lambda: next(clock))
     monkeypatch.setenv("MEDSSL_PROGRESS", "1")
     log_file = io.StringIO()  # no isatty(): a log file, a CI console
-    with progress_bar(total=600, desc="preprocess", stream=log_file) as bar:
-        for _ in range(600):
+    with progress_bar(total=600, desc="finetune", stream=log_file) as bar:
+        for step in range(600):
             bar.update(1)
+            show_loss(bar, 1.0 / (step + 1))   # a training loop's loss on the bar at every step
     elapsed = next(clock)
     refreshes = log_file.getvalue().count("\r")
     assert NON_TERMINAL_REFRESH_S == 30.0
     assert 2 <= refreshes <= elapsed / NON_TERMINAL_REFRESH_S + 2 < 600 / 10, (refreshes, elapsed)
+    assert "loss=" in log_file.getvalue()
 
     monkeypatch.setenv("MEDSSL_PROGRESS", "0")
     quiet = io.StringIO()
