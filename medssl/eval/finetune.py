@@ -46,6 +46,7 @@ from medssl.config import FinetuneConfig
 from medssl.data.loaders import make_dataloader
 from medssl.errors import ConfigError, DataError, TrainingDivergedError
 from medssl.eval.cases import LabeledCase, remap_mask
+from medssl.eval.class_fit import ClassFitTracker, TrackedLoss
 from medssl.eval.networks import FinetuneModel, network_state
 from medssl.eval.param_groups import FrozenNormEval, freeze_parameters, layerwise_parameter_groups
 from medssl.utils.devices import resolve_device
@@ -262,8 +263,6 @@ def finetune_segmentation(
     """
     if model.task != "segmentation":
         raise ValueError(f"finetune_segmentation needs a segmentation model, got {model.task}")
-    from medssl.eval.class_fit import ClassFitTracker, TrackedLoss
-
     device = torch.device(device) if device is not None else resolve_device(cfg.device, "finetune.device")
     fit = ClassFitTracker(cfg.num_classes)
     criterion = TrackedLoss(segmentation_loss(), fit)

@@ -70,13 +70,12 @@ def training_fit_curves(run_dir: str | os.PathLike) -> pd.DataFrame:
     rows = []
     for record in cell_records(run_dir):
         history = record.get("history") or {}
-        curve = history.get("train_class_dice_curve")
-        if not curve:
+        curve, every = history.get("train_class_dice_curve"), history.get("train_class_dice_every")
+        if not curve or not every:
             continue
-        every = float(history.get("train_class_dice_every") or history.get("train_class_dice_window") or 1)
         steps = history.get("steps")
         for block, values in enumerate(curve):
-            step = (block + 1) * every
+            step = (block + 1) * float(every)
             for k, value in enumerate(values):
                 if k == 0:
                     continue
