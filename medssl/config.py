@@ -285,7 +285,13 @@ class SemiSupervisedConfig(Section):
     confidence reaches ``threshold``, on a strong view with CutMix) or ``unimatch`` (Yang et al.
     2023: FixMatch with two strong views and a feature-perturbed stream) or ``cps`` (Chen et al.
     2021, cross pseudo supervision: a second network from another seed trained alongside, each
-    learning the other's hard pseudo-labels; twice the compute, no teacher). See
+    learning the other's hard pseudo-labels; twice the compute, no teacher) or ``self_training``
+    (offline, ST++ of Yang et al. 2022: a teacher trained on the labels alone labels each whole
+    unlabeled volume as a test case is predicted, post-processing included; the ``select_fraction``
+    (0.5, ST++'s) most stable volumes across ``checkpoints`` teacher checkpoints are kept; a new network from the
+    same init then trains on labeled and pseudo-labeled patches, a ``pseudo_share`` of each batch,
+    the pseudo-labeled ones through the labeled recipe's intensity augmentation, or the ``strong``
+    view with ``pseudo_view: strong``; segmentation only). See
     :mod:`medssl.eval.semi_supervised` for the formulas. Unlabeled patches are drawn uniformly from
     the unlabeled volumes (never from the test cases); the weak view is the patch, the strong view
     the same patch through the ``strong`` intensity preset (geometry identical, so dense targets stay
@@ -308,7 +314,7 @@ class SemiSupervisedConfig(Section):
     batch's own statistics; the running statistics then absorb the strong views).
     """
 
-    method: Literal["none", "mean_teacher", "uda", "fixmatch", "unimatch", "cps"] = "none"
+    method: Literal["none", "mean_teacher", "uda", "fixmatch", "unimatch", "cps", "self_training"] = "none"
     weight: float = Field(1.0, ge=0)
     start_step: int = Field(0, ge=0)
     rampup_steps: int = Field(0, ge=0)
@@ -325,6 +331,10 @@ class SemiSupervisedConfig(Section):
     teacher_flips: bool = False
     confident_only: bool = False
     bn_statistics: Literal["labeled", "mixed"] = "labeled"
+    select_fraction: float = Field(0.5, gt=0, le=1)
+    checkpoints: int = Field(3, ge=1)
+    pseudo_share: float = Field(0.5, gt=0, lt=1)
+    pseudo_view: Literal["labeled", "strong"] = "labeled"
 
     @field_validator("threshold")
     @classmethod
@@ -474,7 +484,8 @@ class StudyConfig(Section):
     are case counts (>= 1) or fractions of the training pool (0 < f < 1), nested. ``inits`` maps a
     name to an exported encoder (``encoder.pt``) or ``null`` for training from scratch.
     ``semi`` crosses the initialisations with semi-supervised methods (``none`` = labels only,
-    ``mean_teacher``, ``uda``, ``fixmatch``, ``unimatch``, ``cps``; their settings in ``finetune.semi``):
+    ``mean_teacher``, ``uda``, ``fixmatch``, ``unimatch``, ``cps``, ``self_training``; their settings in
+    ``finetune.semi``):
     ``inits: {scratch: null, simclr: enc.pt}`` with ``semi: [none, fixmatch]`` gives four arms,
     ``scratch``, ``simclr``, ``scratch+fixmatch`` and ``simclr+fixmatch``, trained on the same
     labeled cases, patches and steps; the unlabeled volumes of a cell are the training pool's cases
@@ -509,7 +520,7 @@ class StudyConfig(Section):
     budgets: list[float] = Field(default_factory=lambda: [2, 4, 8])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     inits: dict[str, str | None] = Field(default_factory=lambda: {"scratch": None})
-    semi: list[Literal["none", "mean_teacher", "uda", "fixmatch", "unimatch", "cps"]] | None = None
+    semi: list[Literal["none", "mean_teacher", "uda", "fixmatch", "unimatch", "cps", "self_training"]] | None = None
     unlabeled: str | None = None
     workers: int = Field(1, ge=1)
     baseline: str = "scratch"

@@ -98,6 +98,9 @@ class LabeledPatchDataset(CachedItemsDataset):
         slice_axis: ``"auto"`` or 0, 1, 2: the axis 2D patches are sliced along.
         slice_context: neighbouring slices on each side as extra channels (2D patches).
         structure_contrast: per-structure intensity offsets from the annotation (None: off).
+        masks: one mask per row, ``(1, X, Y, Z)`` mask values on the cached image's grid, used in
+            place of the row's own (self-training's pseudo-labels, :mod:`medssl.eval.self_training`);
+            a row needs no mask column then.
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class LabeledPatchDataset(CachedItemsDataset):
         slice_axis: str | int = "auto",
         slice_context: int = 0,
         structure_contrast: StructureContrast | None = None,
+        masks: Sequence[np.ndarray] | None = None,
     ):
         if pos < 0 or neg < 0 or pos + neg <= 0:
             raise ConfigError(f"pos={pos} and neg={neg} must be >= 0 with a positive sum")
@@ -129,8 +133,12 @@ class LabeledPatchDataset(CachedItemsDataset):
         table = usable_entries(entries)
         self.requests = [request_from_row(row, root) for _, row in table.iterrows()]
         self.unlabeled = bool(unlabeled)
+        self.masks = None if masks is None else [np.asarray(m) for m in masks]
+        if self.masks is not None and (self.unlabeled or len(self.masks) != len(self.requests)):
+            raise ConfigError(f"masks: one per row for labeled items ({len(self.masks)} masks, {len(self.requests)} rows"
+                              f"{', unlabeled' if self.unlabeled else ''})")
         missing = [i for i, r in enumerate(self.requests) if r.mask is None]
-        if missing and not self.unlabeled:
+        if missing and not self.unlabeled and self.masks is None:
             raise DataError(f"{len(missing)} labeled rows have no mask (first: {request_name(self.requests[missing[0]])}); "
                             "give a mask_path column")
         self.labels = None
@@ -239,9 +247,20 @@ class LabeledPatchDataset(CachedItemsDataset):
         return found
 
 
+    def _case(self, volume_index: int) -> CachedCase:
+        """The cached case of a row, with its given mask (``masks``) in place of its own."""
+        case = cached_case(self.cache, self.requests[volume_index])
+        if self.masks is None:
+            return case
+        mask = self.masks[volume_index]
+        if tuple(mask.shape) != (1, *case.image.shape[1:]):
+            raise DataError(f"volume {request_name(self.requests[volume_index])}: the given mask has shape "
+                            f"{tuple(mask.shape)}, the image {tuple(case.image.shape)}")
+        return replace(case, mask=mask, key=f"{case.key}#given-mask")
+
     def _item(self, index: int) -> dict[str, torch.Tensor]:
         volume_index = index // self.samples_per_volume
-        case = cached_case(self.cache, self.requests[volume_index])
+        case = self._case(volume_index)
         epoch = self.epoch
         rng = make_rng(self.seed, "labeled-patch", epoch, index)
         d = len(self.patch_size)

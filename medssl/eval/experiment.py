@@ -43,8 +43,9 @@ import pandas as pd
 import torch
 
 from medssl.config import Config, FinetuneConfig
+from medssl.data.cache_requests import MASK_COLUMNS
 from medssl.errors import ConfigError
-from medssl.eval.cases import WholeVolumeDataset, whole_volume_input
+from medssl.eval.cases import LabeledCase, WholeVolumeDataset, whole_volume_input
 from medssl.eval.data import LabeledData
 from medssl.eval.evaluate import classifier_input_size, evaluate_segmentation, predict_classification
 from medssl.eval.finetune import finetune_classification, finetune_segmentation
@@ -101,7 +102,8 @@ def finetune_intensity_augmentation(cfg: FinetuneConfig, spatial_dims: int, ct_w
 
 
 def _patch_dataset(data: LabeledData, ids: Sequence[str], cfg: FinetuneConfig, spatial_dims: int, seed: int,
-                   label_column: str | None, ct_window: Sequence[float] = (-1000.0, 1000.0)):
+                   label_column: str | None, ct_window: Sequence[float] = (-1000.0, 1000.0), *,
+                   samples_per_volume: int | None = None):
     from medssl.data.labeled_patches import LabeledPatchDataset
 
     pos = float(cfg.pos_fraction)
@@ -109,10 +111,56 @@ def _patch_dataset(data: LabeledData, ids: Sequence[str], cfg: FinetuneConfig, s
         data.cache, data.entries_for(list(ids)), dataset_patch_size(cfg, spatial_dims), seed=seed,
         spatial=finetune_spatial_augmentation(cfg.augment), pos=pos, neg=1.0 - pos,
         intensity=finetune_intensity_augmentation(cfg, spatial_dims, ct_window),
-        samples_per_volume=max(1, cfg.batch_size), label_column=label_column,
+        samples_per_volume=samples_per_volume or max(1, cfg.batch_size), label_column=label_column,
         centre_labels=balanced_centre_labels(cfg), slice_axis=cfg.slice_axis, slice_context=cfg.slice_context,
         structure_contrast=finetune_structure_contrast(cfg),
     )
+
+
+def pseudo_labeled_patch_dataset(data: LabeledData, rows: pd.DataFrame, masks: Sequence[np.ndarray],
+                                 cfg: FinetuneConfig, spatial_dims: int, seed: int, strong: Any,
+                                 ct_window: Sequence[float] = (-1000.0, 1000.0)):
+    """Self-training's pseudo-labeled patches: the labeled recipe (centres, geometry, intensity
+    augmentation, structure contrast) on the kept unlabeled volumes with their pseudo-label
+    ``masks``; with ``finetune.semi.pseudo_view: strong`` the ``strong`` view replaces the labeled
+    intensity augmentation (Noisy Student's noise on the student's input)."""
+    from medssl.data.labeled_patches import LabeledPatchDataset
+
+    pos = float(cfg.pos_fraction)
+    if cfg.semi.pseudo_view == "labeled":
+        strong = finetune_intensity_augmentation(cfg, spatial_dims, ct_window)
+    rows = rows.drop(columns=[c for c in MASK_COLUMNS if c in rows.columns])
+    return LabeledPatchDataset(
+        data.cache, rows.reset_index(drop=True), dataset_patch_size(cfg, spatial_dims), seed=seed + 15485863,
+        spatial=finetune_spatial_augmentation(cfg.augment), pos=pos, neg=1.0 - pos, intensity=strong,
+        samples_per_volume=max(1, cfg.batch_size), centre_labels=balanced_centre_labels(cfg),
+        slice_axis=cfg.slice_axis, slice_context=cfg.slice_context,
+        structure_contrast=finetune_structure_contrast(cfg), masks=list(masks),
+    )
+
+
+def unlabeled_volumes(data: LabeledData, ids: Sequence[str], extra: pd.DataFrame | None = None) -> list[Any]:
+    """Self-training's unlabeled volumes: the cases ``ids`` (their annotation kept for diagnostics
+    only), then the ``extra`` manifest rows (absolute paths), each loaded from the preprocessing
+    cache when it is predicted."""
+    from medssl.data.cache import cached_case
+    from medssl.data.cache_requests import request_from_row
+    from medssl.eval.self_training import UnlabeledVolume
+
+    entries = data.entries_for(list(ids)) if ids else pd.DataFrame()
+    volumes = [UnlabeledVolume(str(case_id), dict(row), (lambda c=str(case_id): data.cases[c]))
+               for case_id, (_, row) in zip(ids, entries.iterrows())]
+
+    def load_extra(row: dict[str, Any], name: str) -> LabeledCase:
+        case = cached_case(data.cache, request_from_row(row))
+        return LabeledCase(name, case.image, None, spacing=case.spacing)
+
+    if extra is not None:
+        bare = extra.drop(columns=[c for c in MASK_COLUMNS if c in extra.columns])
+        for i, (_, row) in enumerate(bare.iterrows()):
+            name = f"unlabeled-{i}"
+            volumes.append(UnlabeledVolume(name, dict(row), (lambda r=dict(row), n=name: load_extra(r, n))))
+    return volumes
 
 
 def finetune_structure_contrast(cfg: FinetuneConfig):
@@ -224,6 +272,32 @@ def whole_volume_features(config: Config, data: LabeledData, init: str | os.Path
     return dict(zip(ids, features))
 
 
+def _self_train(config: Config, data: LabeledData, teacher: Any, encoder_config: Any, init: Any,
+                train_ids: Sequence[str], val_ids: Sequence[str], seed: int, unlabeled_ids: Sequence[str],
+                unlabeled_entries: pd.DataFrame | None):
+    """``finetune.semi.method: self_training`` (:mod:`medssl.eval.self_training`): ``teacher`` is the
+    network already built; the student is built the same way."""
+    from medssl.eval.self_training import self_train_segmentation
+
+    cfg, dims, window = config.finetune, teacher.spatial_dims, config.data.preprocess.ct_window
+    strong = strong_view_for(config, data, dims) if cfg.semi.pseudo_view == "strong" else None
+    built = [teacher]
+
+    def build_model():
+        if built:
+            return built.pop()
+        return build_finetune_model("segmentation", encoder_config, init, num_classes=cfg.num_classes, seed=seed,
+                                    network_args=cfg.network_args, transfer_decoder=cfg.transfer_decoder)
+
+    return self_train_segmentation(
+        build_model,
+        lambda per_volume: _patch_dataset(data, train_ids, cfg, dims, seed, None, window, samples_per_volume=per_volume),
+        lambda rows, masks: pseudo_labeled_patch_dataset(data, rows, masks, cfg, dims, seed, strong, window),
+        unlabeled_volumes(data, unlabeled_ids, unlabeled_entries), cfg, seed=seed,
+        validation=data.subset(list(val_ids)), num_workers=config.data.num_workers,
+    )
+
+
 def train_and_evaluate(
     config: Config,
     data: LabeledData,
@@ -283,14 +357,20 @@ def train_and_evaluate(
         patches = _patch_dataset(data, train_ids, cfg, model.spatial_dims, seed, None,
                                  config.data.preprocess.ct_window)
         unlabeled, strong = None, None
-        if cfg.semi.method != "none":
+        if cfg.semi.method == "self_training":
+            model, history = _self_train(config, data, model, encoder_config, init, train_ids, val_ids, seed,
+                                         [c for c in unlabeled_ids if c not in set(train_ids)], unlabeled_entries)
+            n_extra = 0 if unlabeled_entries is None else len(unlabeled_entries)
+            record.update(semi=cfg.semi.method, n_unlabeled=len(set(unlabeled_ids) - set(train_ids)) + n_extra)
+        elif cfg.semi.method != "none":
             unlabeled_ids = [c for c in unlabeled_ids if c not in set(train_ids)]
             unlabeled = unlabeled_patch_dataset(data, unlabeled_ids, cfg, model.spatial_dims, seed, unlabeled_entries)
             strong = strong_view_for(config, data, model.spatial_dims)
             n_extra = 0 if unlabeled_entries is None else len(unlabeled_entries)
             record.update(semi=cfg.semi.method, n_unlabeled=len(unlabeled_ids) + n_extra)
-        history = finetune_segmentation(model, patches, cfg, seed=seed, validation=data.subset(list(val_ids)),
-                                        num_workers=config.data.num_workers, unlabeled=unlabeled, strong=strong)
+        if cfg.semi.method != "self_training":
+            history = finetune_segmentation(model, patches, cfg, seed=seed, validation=data.subset(list(val_ids)),
+                                            num_workers=config.data.num_workers, unlabeled=unlabeled, strong=strong)
         per_case = evaluate_segmentation(model, data.subset(list(test_ids)), cfg)
         record.update(history=history.as_dict(), transfer=model.transfer_summary(), spatial_dims=model.spatial_dims,
                       intensity_augmentation=cfg.intensity_augmentation)
@@ -298,6 +378,9 @@ def train_and_evaluate(
             record.update(slice_axis=cfg.slice_axis, slice_context=cfg.slice_context)
     else:
         unlabeled, strong = None, None
+        if cfg.semi.method == "self_training":
+            raise ConfigError("finetune.semi.method=self_training is for segmentation; for classification use "
+                              "mean_teacher, uda or fixmatch")
         if cfg.semi.method != "none":
             if cfg.classification_input != "whole" or unlabeled_entries is not None:
                 raise ConfigError("semi-supervised classification uses whole volumes of the labels table's pool: set "

@@ -249,6 +249,7 @@ def finetune_segmentation(
     num_workers: int = 0,
     unlabeled: Dataset | None = None,
     strong: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    on_step: Callable[[nn.Module, int], None] | None = None,
 ) -> FinetuneHistory:
     """Train ``model`` on ``patches`` (items ``{"image", "mask"}``) for ``cfg.steps`` steps.
 
@@ -259,8 +260,12 @@ def finetune_segmentation(
     consistency loss of :mod:`medssl.eval.semi_supervised`; the labeled batches are the same as
     without it (same seed, same order), so the two arms are paired. The history's ``extra`` holds
     each class's soft Dice on the labeled training batches (:mod:`medssl.eval.class_fit`; with
-    ``cps``, both networks' batches).
+    ``cps``, both networks' batches). ``on_step(network, step)`` is called after every optimiser
+    step (self-training keeps its teacher's checkpoints with it).
     """
+    if cfg.semi.method == "self_training":
+        raise ConfigError("finetune.semi.method=self_training trains a teacher and then a student: run it with "
+                          "medssl.eval.self_training.self_train_segmentation (train_and_evaluate does)")
     if model.task != "segmentation":
         raise ValueError(f"finetune_segmentation needs a segmentation model, got {model.task}")
     device = torch.device(device) if device is not None else resolve_device(cfg.device, "finetune.device")
@@ -306,11 +311,24 @@ def finetune_segmentation(
         def validate() -> float:
             return float(evaluate_segmentation(model, validation, cfg, metrics=["dice"], device=device)["dice"].mean())
 
+    if on_step is not None:
+        after_step = _chained(after_step, on_step)
     history = _train_counted(model, batches, cfg, loss_of_batch, device=device, validate=validate,
                              desc="finetune seg", after_step=after_step, forward_items=forward_items,
                              extra=history_extra)
     history.extra.update(fit.summary(steps=cfg.steps))
     return history
+
+
+def _chained(first: Callable[[nn.Module, int], None] | None, then: Callable[[nn.Module, int], None]
+             ) -> Callable[[nn.Module, int], None]:
+    """An after-step hook that calls ``first`` (where there is one), then ``then``."""
+    def both(network: nn.Module, step: int) -> None:
+        if first is not None:
+            first(network, step)
+        then(network, step)
+
+    return both
 
 
 def _train_counted(model: FinetuneModel, batches: Iterator[Any], cfg: FinetuneConfig,

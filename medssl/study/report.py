@@ -398,13 +398,16 @@ def _teacher_blocks(teacher: pd.DataFrame, manifest: dict[str, Any] | None) -> l
 
     label = _class_label(manifest)
     named = teacher.rename(columns={c: f"{c.rsplit(' ', 1)[0]} {label(int(c.rsplit(' ', 1)[1]))}"
-                                    for c in teacher.columns if c.startswith(("coverage ", "accuracy "))})
+                                    for c in teacher.columns if c.startswith(("coverage ", "accuracy ", "dice "))})
     blocks: list[Any] = [
         _Heading("What the teacher got right on the unlabeled volumes", 2),
         _Paragraph("Per semi-supervised arm, mean over seeds, on the unlabeled cases that have an annotation (never "
                    "used for training): *coverage*, the fraction of the voxels the teacher gave a class on which its "
                    "confidence reached `finetune.semi.threshold`; *accuracy*, the fraction of those confident voxels "
-                   "the annotation agrees with. Consistency training is only as good as these targets."),
+                   "the annotation agrees with. Consistency training is only as good as these targets. For "
+                   "`self_training`, which labels whole volumes, *coverage* is the fraction of the class's voxels in "
+                   "the volumes kept for the student, *accuracy* their agreement with the annotation, and *dice* the "
+                   "mean Dice of the kept pseudo-labels."),
         _Table(named),
     ]
     warning = teacher_warning(teacher, label)

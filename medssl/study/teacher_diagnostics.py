@@ -11,7 +11,11 @@ cell record keeps, per class ``k`` (``history`` of ``cells/<arm>/<cell>.json``):
   ``k`` (None where none could be checked).
 
 For ``cps`` (cross pseudo supervision) the teacher is the peer network: its pseudo-labels are the
-ones the evaluated network learned from.
+ones the evaluated network learned from. For ``self_training`` (:mod:`medssl.eval.self_training`)
+the teacher labels whole volumes and a volume is kept or not: coverage is the fraction of the
+voxels labelled ``k`` that lie in kept volumes, accuracy their fraction the annotation also calls
+``k``, and ``pseudo_label_dice[k]`` (column ``dice k``) the mean Dice of the kept annotated volumes'
+pseudo-labels.
 
 :func:`pseudo_label_table` averages them per arm and labeled-case count; :func:`teacher_warning`
 names a class the teacher was almost never confident on (coverage below ``min_coverage``) or was
@@ -39,7 +43,8 @@ from medssl.study.run_record import cell_records
 
 def pseudo_label_table(run_dir: str | os.PathLike) -> pd.DataFrame:
     """Per semi-supervised arm and labeled-case count, the mean over its cells of each class's
-    pseudo-label coverage and accuracy (columns ``coverage k``, ``accuracy k``); empty when no cell
+    pseudo-label coverage and accuracy (columns ``coverage k``, ``accuracy k``; self-training adds
+    ``dice k``); empty when no cell
     recorded any (labels-only arms, or no annotated unlabeled case)."""
     rows = []
     for record in cell_records(run_dir):
@@ -52,6 +57,9 @@ def pseudo_label_table(run_dir: str | os.PathLike) -> pd.DataFrame:
             row[f"coverage {k}"] = math.nan if value is None else float(value)
         for k, value in enumerate(accuracy or []):
             row[f"accuracy {k}"] = math.nan if value is None else float(value)
+        for k, value in enumerate(history.get("pseudo_label_dice") or []):
+            if k:
+                row[f"dice {k}"] = math.nan if value is None else float(value)
         rows.append(row)
     if not rows:
         return pd.DataFrame()

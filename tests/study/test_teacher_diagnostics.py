@@ -64,3 +64,23 @@ def test_the_report_shows_the_teacher_table_and_its_warning(tmp_path):
     assert "with 8 labeled cases: liver" in text
     plain = write_report(pd.DataFrame(rows), tmp_path / "plain", n_resamples=50).markdown.read_text()
     assert "What the teacher got right" not in plain
+
+
+def test_self_trainings_pseudo_label_dice_joins_the_table_and_the_report(tmp_path):
+    """Self-training labels whole volumes: its cells also record the kept pseudo-labels' Dice."""
+    write_cell(tmp_path, "scratch+self_training", 2, 0, [0.5, 0.6, 0.5], [0.99, 0.8, 0.7])
+    write_cell(tmp_path, "scratch+self_training", 2, 1, [0.5, 0.4, 0.5], [0.99, 0.9, 0.6])
+    for seed, dice in ((0, [None, 0.8, 0.6]), (1, [None, 0.7, None])):
+        path = tmp_path / "cells" / "scratch+self_training" / f"b2_s{seed}_f0.json"
+        record = json.loads(path.read_text())
+        record["history"]["pseudo_label_dice"] = dice
+        path.write_text(json.dumps(record))
+    table = pseudo_label_table(tmp_path)
+    assert "dice 0" not in table.columns  # background has no Dice of its own
+    assert np.isclose(table.iloc[0]["dice 1"], 0.75) and np.isclose(table.iloc[0]["dice 2"], 0.6)
+    rows = [dict(init=init, budget=2.0, n_labeled=2, seed=s, fold=0, case_id=c, metric="dice", value=0.5 + 0.1 * s)
+            for init in ("scratch", "scratch+self_training") for s in (0, 1) for c in ("a", "b")]
+    manifest = {"config": {"finetune": {"mask_labels": [1, 2], "class_names": {"1": "liver", "2": "kidneys"}}}}
+    text = write_report(pd.DataFrame(rows), tmp_path / "report", n_resamples=50, manifest=manifest,
+                        teacher=table).markdown.read_text()
+    assert "dice kidneys" in text and "dice liver" in text and "*dice* the mean Dice" in text
