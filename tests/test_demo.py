@@ -83,7 +83,7 @@ def test_the_demo_writes_a_complete_run_folder(demo_run, capsys):
     ):
         assert (demo_run / relative).is_file(), relative
     results = pd.read_csv(demo_run / "study" / "results.csv")
-    arms = {"scratch", "simclr", "scratch+mean_teacher", "simclr+mean_teacher"}  # inits x consistency training
+    arms = {"scratch", "simclr", "scratch+self_training", "simclr+self_training"}  # inits x self-training
     assert set(results["init"]) == arms
     assert set(results["n_labeled"]) == {2, 4}
     report = (demo_run / "study" / "report.md").read_text()

@@ -23,7 +23,7 @@ def test_full_scale_fine_tunes_long_enough_for_labels_to_matter():
     assert config.pretrain.encoder.spatial_dims == 2 and config.finetune.patch_size == (64, 64)  # the demo's track
     three = resolved(["--track", "3d"])
     assert three.pretrain.encoder.spatial_dims == 3 and three.finetune.patch_size == (32, 32, 32)
-    assert three.study.semi == config.study.semi == ["none", "mean_teacher"]
+    assert three.study.semi == config.study.semi == ["none", "self_training"]
 
 
 def test_methods_get_their_own_augmentation_and_overrides_stay_overrides():
