@@ -222,21 +222,12 @@ def test_a_self_training_run_records_its_pseudo_labels_and_its_cost(cohort):
 
 def test_the_unlabeled_annotation_never_trains_the_network(cohort, tmp_path):
     """Garbage masks on the unlabeled cases change the diagnostics, never the weights."""
-    import nibabel as nib
-
     from medssl.eval.data import load_labeled_data
 
+    from tests.study.cohort import with_garbage_masks
+
     labels, data = cohort
-    table = pd.read_csv(labels)
-    for i in (4, 5, 6, 7):
-        image = nib.load(labels.parent / table.loc[i, "mask"])
-        garbage = tmp_path / f"garbage{i}.nii.gz"
-        nib.save(nib.Nifti1Image(np.full(image.shape, 2, np.uint8), image.affine), garbage)
-        table.loc[i, "mask"] = str(garbage)
-    other = tmp_path / "labels.csv"
-    table.assign(image=[str(labels.parent / p) for p in table["image"]],
-                 mask=[m if m.startswith("/") else str(labels.parent / m) for m in table["mask"]]).to_csv(other, index=False)
-    dirty_data = load_labeled_data(_config(other), tmp_path / "cache")
+    dirty_data = load_labeled_data(_config(with_garbage_masks(labels, [4, 5, 6, 7], tmp_path)), tmp_path / "cache")
     clean, dirty = _run(cohort), _run(cohort, data=dirty_data)
     a, b = clean.model.network.state_dict(), dirty.model.network.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

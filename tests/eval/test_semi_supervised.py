@@ -311,22 +311,12 @@ def test_frozen_running_statistics_restores_momentum_and_counts():
 
 def test_the_unlabeled_annotation_never_trains_the_network(cohort, tmp_path):
     """Swapping the unlabeled cases' masks for garbage changes the diagnostics, never the weights."""
-    import nibabel as nib
-    import numpy as np
-
     from medssl.eval.data import load_labeled_data
 
+    from tests.study.cohort import with_garbage_masks
+
     labels, data = cohort
-    table = pd.read_csv(labels)
-    for i in (4, 5, 6, 7):
-        path = labels.parent / table.loc[i, "mask"]
-        image = nib.load(path)
-        garbage = tmp_path / f"garbage{i}.nii.gz"
-        nib.save(nib.Nifti1Image(np.full(image.shape, 2, np.uint8), image.affine), garbage)
-        table.loc[i, "mask"] = str(garbage)
-    other = tmp_path / "labels.csv"
-    table.assign(image=[str(labels.parent / p) for p in table["image"]],
-                 mask=[m if m.startswith("/") else str(labels.parent / m) for m in table["mask"]]).to_csv(other, index=False)
+    other = with_garbage_masks(labels, [4, 5, 6, 7], tmp_path)
     config = _config(other, "finetune.semi.method=fixmatch", "finetune.semi.threshold=0.0")
     garbage_data = load_labeled_data(config, tmp_path / "cache")
     from medssl.eval.experiment import train_and_evaluate

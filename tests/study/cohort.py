@@ -41,3 +41,19 @@ def write_disk_cohort(folder: Path, n_cases: int = 12, *, seed: int = 0, shape=(
     labels = folder / "labels.csv"
     pd.DataFrame(rows).to_csv(labels, index=False)
     return labels
+
+
+def with_garbage_masks(labels: Path, rows: list[int], folder: Path) -> Path:
+    """A copy of the labels table ``labels`` whose ``rows`` have a garbage annotation (label 2
+    everywhere), with absolute paths: for tests that the annotation of unlabeled cases never trains."""
+    folder = Path(folder)
+    table = pd.read_csv(labels)
+    for i in rows:
+        image = nib.load(labels.parent / table.loc[i, "mask"])
+        garbage = folder / f"garbage{i}.nii.gz"
+        nib.save(nib.Nifti1Image(np.full(image.shape, 2, np.uint8), image.affine), garbage)
+        table.loc[i, "mask"] = str(garbage)
+    other = folder / "labels.csv"
+    table.assign(image=[str(labels.parent / p) for p in table["image"]],
+                 mask=[m if m.startswith("/") else str(labels.parent / m) for m in table["mask"]]).to_csv(other, index=False)
+    return other
