@@ -354,21 +354,21 @@ def train_and_evaluate(
         encoder_config = slice_track_encoder_config(encoder_config, init, cfg, image_channels)
         model = build_finetune_model("segmentation", encoder_config, init, num_classes=cfg.num_classes, seed=seed,
                                      network_args=cfg.network_args, transfer_decoder=cfg.transfer_decoder)
-        patches = _patch_dataset(data, train_ids, cfg, model.spatial_dims, seed, None,
-                                 config.data.preprocess.ct_window)
-        unlabeled, strong = None, None
-        if cfg.semi.method == "self_training":
-            model, history = _self_train(config, data, model, encoder_config, init, train_ids, val_ids, seed,
-                                         [c for c in unlabeled_ids if c not in set(train_ids)], unlabeled_entries)
-            n_extra = 0 if unlabeled_entries is None else len(unlabeled_entries)
-            record.update(semi=cfg.semi.method, n_unlabeled=len(set(unlabeled_ids) - set(train_ids)) + n_extra)
-        elif cfg.semi.method != "none":
-            unlabeled_ids = [c for c in unlabeled_ids if c not in set(train_ids)]
-            unlabeled = unlabeled_patch_dataset(data, unlabeled_ids, cfg, model.spatial_dims, seed, unlabeled_entries)
-            strong = strong_view_for(config, data, model.spatial_dims)
+        unlabeled_ids = [c for c in unlabeled_ids if c not in set(train_ids)]
+        if cfg.semi.method != "none":
             n_extra = 0 if unlabeled_entries is None else len(unlabeled_entries)
             record.update(semi=cfg.semi.method, n_unlabeled=len(unlabeled_ids) + n_extra)
-        if cfg.semi.method != "self_training":
+        if cfg.semi.method == "self_training":  # a teacher on the labels, then a student: the student is evaluated
+            model, history = _self_train(config, data, model, encoder_config, init, train_ids, val_ids, seed,
+                                         unlabeled_ids, unlabeled_entries)
+        else:
+            patches = _patch_dataset(data, train_ids, cfg, model.spatial_dims, seed, None,
+                                     config.data.preprocess.ct_window)
+            unlabeled, strong = None, None
+            if cfg.semi.method != "none":
+                unlabeled = unlabeled_patch_dataset(data, unlabeled_ids, cfg, model.spatial_dims, seed,
+                                                    unlabeled_entries)
+                strong = strong_view_for(config, data, model.spatial_dims)
             history = finetune_segmentation(model, patches, cfg, seed=seed, validation=data.subset(list(val_ids)),
                                             num_workers=config.data.num_workers, unlabeled=unlabeled, strong=strong)
         per_case = evaluate_segmentation(model, data.subset(list(test_ids)), cfg)

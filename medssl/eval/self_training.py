@@ -281,7 +281,9 @@ def self_train_segmentation(
     num_workers: int = 0,
 ) -> tuple[FinetuneModel, FinetuneHistory]:
     """Teacher, pseudo-labels, selection, student (module docstring); returns the student and its
-    history, whose ``extra`` adds the pseudo-labels' diagnostics and each phase's seconds.
+    history, whose ``extra`` adds the pseudo-labels' diagnostics and each phase's seconds (its
+    training fit, :mod:`medssl.eval.class_fit`, is the student's on its mixed batches). Every
+    pseudo-label is held in memory, one byte per voxel of the preprocessed volume.
 
     Args:
         build_model: a new network from the init (called twice: teacher, then student).
