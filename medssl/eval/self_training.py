@@ -189,10 +189,24 @@ def checkpoint_steps(steps: int, checkpoints: int) -> list[int]:
     return sorted({max(1, round(k * steps / checkpoints)) for k in range(1, checkpoints)} - {steps})
 
 
+def _volume_counts(labels: torch.Tensor, truth: torch.Tensor | None, num_classes: int) -> np.ndarray:
+    """Per class ``c`` of one volume: voxels labelled ``c``, of those the ones the annotation also
+    calls ``c``, and the annotation's voxels of ``c`` (the last two 0 without an annotation);
+    shape ``(3, num_classes)``."""
+    counts = np.zeros((3, num_classes), np.int64)
+    for c in range(num_classes):
+        members = labels == c
+        counts[0, c] = int(members.sum())
+        if truth is not None:
+            counts[1, c] = int((members & (truth == c)).sum())
+            counts[2, c] = int((truth == c).sum())
+    return counts
+
+
 @dataclass
 class _PseudoLabelCounts:
     """Per class: voxels labelled, those in kept volumes, those checked against an annotation and
-    right, and the Dice of each kept annotated volume."""
+    right, and the Dice of each annotated volume (kept ones apart)."""
 
     num_classes: int
 
@@ -205,22 +219,25 @@ class _PseudoLabelCounts:
         self.dice_all: list[list[float]] = [[] for _ in range(self.num_classes)]
 
     def add(self, labels: torch.Tensor, kept: bool, truth: torch.Tensor | None) -> None:
-        for c in range(self.num_classes):
-            members = labels == c
-            count = int(members.sum())
-            self.total[c] += count
-            right = 0 if truth is None else int((members & (truth == c)).sum())
-            union = 0 if truth is None else count + int((truth == c).sum())
-            if c and union:
-                self.dice_all[c].append(2.0 * right / union)
-            if not kept:
-                continue
-            self.kept[c] += count
-            if truth is not None:
-                self.checked[c] += count
-                self.correct[c] += right
-                if c and union:
-                    self.dice[c].append(2.0 * right / union)
+        self.add_counts(_volume_counts(labels, truth, self.num_classes), kept, truth is not None)
+
+    def add_counts(self, counts: np.ndarray, kept: bool, annotated: bool) -> None:
+        """One volume's :func:`_volume_counts`."""
+        labelled, right, in_truth = counts
+        self.total += labelled
+        if kept:
+            self.kept += labelled
+        if not annotated:
+            return
+        if kept:
+            self.checked += labelled
+            self.correct += right
+        for c in range(1, self.num_classes):
+            union = int(labelled[c] + in_truth[c])
+            if union:
+                self.dice_all[c].append(2.0 * int(right[c]) / union)
+                if kept:
+                    self.dice[c].append(2.0 * int(right[c]) / union)
 
     def as_dict(self) -> dict[str, list[float | None]]:
         """Coverage (voxels labelled ``c`` that are in kept volumes), accuracy (of those, the share
@@ -241,30 +258,35 @@ def _labels_only(cfg: FinetuneConfig) -> FinetuneConfig:
 def _pseudo_label(teacher: FinetuneModel, volumes: Sequence[UnlabeledVolume], cfg: FinetuneConfig,
                   states: Sequence[dict[str, torch.Tensor]], device: torch.device | str | None
                   ) -> tuple[list[np.ndarray], list[float], _PseudoLabelCounts, list[bool]]:
-    """The final teacher's label map of every volume (as mask values), each volume's stability over
-    the earlier ``states``, the diagnostic counts, and which volumes are kept."""
+    """The final teacher's label map of every volume (as uint8 mask values), each volume's stability
+    over the earlier ``states``, the diagnostic counts, and which volumes are kept.
+
+    Each volume is loaded once and predicted by every checkpoint in turn; only its uint8 mask and
+    a few counts are kept, so memory grows by one byte per voxel per volume."""
     from medssl.eval.evaluate import predict_case
 
     final_state = network_state(teacher)
-    finals: list[torch.Tensor] = []
-    truths: list[torch.Tensor | None] = []
+    masks: list[np.ndarray] = []
+    scores: list[float] = []
+    per_volume: list[tuple[np.ndarray, bool]] = []
     for volume in volumes:
         case = volume.load()
-        finals.append(predict_case(teacher, case, cfg, device).cpu())
-        truths.append(None if case.mask is None else remap_mask(case.mask_tensor(), cfg.mask_labels)[0])
-    earlier: list[list[torch.Tensor]] = [[] for _ in volumes]
-    for state in states:
-        teacher.network.load_state_dict(state)
-        for i, volume in enumerate(volumes):
-            earlier[i].append(predict_case(teacher, volume.load(), cfg, device).cpu())
-    teacher.network.load_state_dict(final_state)
-    scores = [prediction_stability(f, e, cfg.num_classes) for f, e in zip(finals, earlier)]
+        earlier = []
+        for state in states:
+            teacher.network.load_state_dict(state)
+            earlier.append(predict_case(teacher, case, cfg, device).cpu())
+        if states:
+            teacher.network.load_state_dict(final_state)
+        final = predict_case(teacher, case, cfg, device).cpu()
+        scores.append(prediction_stability(final, earlier, cfg.num_classes))
+        truth = None if case.mask is None else remap_mask(case.mask_tensor(), cfg.mask_labels)[0]
+        per_volume.append((_volume_counts(final, truth, cfg.num_classes), truth is not None))
+        masks.append(classes_to_mask_values(final, cfg.mask_labels))
     kept_index = set(select_reliable(scores, cfg.semi.select_fraction))
     kept = [i in kept_index for i in range(len(volumes))]
     counts = _PseudoLabelCounts(cfg.num_classes)
-    for labels, truth, keep in zip(finals, truths, kept):
-        counts.add(labels, keep, truth)
-    masks = [classes_to_mask_values(labels, cfg.mask_labels) for labels in finals]
+    for (volume_counts, annotated), keep in zip(per_volume, kept):
+        counts.add_counts(volume_counts, keep, annotated)
     return masks, scores, counts, kept
 
 
@@ -310,9 +332,10 @@ def self_train_segmentation(
         if step + 1 in kept_steps:
             states.append({k: v.detach().to("cpu", copy=True) for k, v in network.state_dict().items()})
 
-    teacher_history = finetune_segmentation(teacher, labeled_patches(max(1, cfg.batch_size)), plain, seed=seed,
-                                            device=device, validation=validation, num_workers=num_workers,
-                                            on_step=keep_checkpoint)
+    per_volume = max(1, cfg.batch_size)
+    teacher_patches = labeled_patches(per_volume)
+    teacher_history = finetune_segmentation(teacher, teacher_patches, plain, seed=seed, device=device,
+                                            validation=validation, num_workers=num_workers, on_step=keep_checkpoint)
     teacher_seconds = time.perf_counter() - started
     started = time.perf_counter()
     masks, scores, counts, kept = _pseudo_label(teacher, volumes, cfg, states, device)
@@ -322,9 +345,8 @@ def self_train_segmentation(
 
     rows = pd.DataFrame([v.row for v, k in zip(volumes, kept) if k])
     kept_masks = [m for m, k in zip(masks, kept) if k]
-    per_volume = max(1, cfg.batch_size)
     pseudo_items = len(kept_masks) * per_volume
-    n_labeled = len(labeled_patches(1))
+    n_labeled = len(teacher_patches) // per_volume
     wanted_labeled = pseudo_items * (1.0 - semi.pseudo_share) / semi.pseudo_share
     labeled = labeled_patches(max(1, math.ceil(wanted_labeled / n_labeled)))
     mixture = PatchMixture([labeled, pseudo_patches(rows, kept_masks)])
