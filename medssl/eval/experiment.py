@@ -104,16 +104,25 @@ def finetune_intensity_augmentation(cfg: FinetuneConfig, spatial_dims: int, ct_w
 def _patch_dataset(data: LabeledData, ids: Sequence[str], cfg: FinetuneConfig, spatial_dims: int, seed: int,
                    label_column: str | None, ct_window: Sequence[float] = (-1000.0, 1000.0), *,
                    samples_per_volume: int | None = None):
+    return _recipe_patches(data, data.entries_for(list(ids)), cfg, spatial_dims, seed,
+                           finetune_intensity_augmentation(cfg, spatial_dims, ct_window),
+                           samples_per_volume=samples_per_volume, label_column=label_column)
+
+
+def _recipe_patches(data: LabeledData, entries: pd.DataFrame, cfg: FinetuneConfig, spatial_dims: int, seed: int,
+                    intensity: Any, *, samples_per_volume: int | None = None, label_column: str | None = None,
+                    masks: Sequence[np.ndarray] | None = None):
+    """The fine-tuning recipe's patches of ``entries``: centres, geometry, structure contrast and
+    ``intensity`` as ``finetune`` says; ``masks`` in place of the rows' own annotation."""
     from medssl.data.labeled_patches import LabeledPatchDataset
 
     pos = float(cfg.pos_fraction)
     return LabeledPatchDataset(
-        data.cache, data.entries_for(list(ids)), dataset_patch_size(cfg, spatial_dims), seed=seed,
-        spatial=finetune_spatial_augmentation(cfg.augment), pos=pos, neg=1.0 - pos,
-        intensity=finetune_intensity_augmentation(cfg, spatial_dims, ct_window),
+        data.cache, entries, dataset_patch_size(cfg, spatial_dims), seed=seed,
+        spatial=finetune_spatial_augmentation(cfg.augment), pos=pos, neg=1.0 - pos, intensity=intensity,
         samples_per_volume=samples_per_volume or max(1, cfg.batch_size), label_column=label_column,
         centre_labels=balanced_centre_labels(cfg), slice_axis=cfg.slice_axis, slice_context=cfg.slice_context,
-        structure_contrast=finetune_structure_contrast(cfg),
+        structure_contrast=finetune_structure_contrast(cfg), masks=None if masks is None else list(masks),
     )
 
 
@@ -124,19 +133,10 @@ def pseudo_labeled_patch_dataset(data: LabeledData, rows: pd.DataFrame, masks: S
     augmentation, structure contrast) on the kept unlabeled volumes with their pseudo-label
     ``masks``; with ``finetune.semi.pseudo_view: strong`` the ``strong`` view replaces the labeled
     intensity augmentation (Noisy Student's noise on the student's input)."""
-    from medssl.data.labeled_patches import LabeledPatchDataset
-
-    pos = float(cfg.pos_fraction)
     if cfg.semi.pseudo_view == "labeled":
         strong = finetune_intensity_augmentation(cfg, spatial_dims, ct_window)
-    rows = rows.drop(columns=[c for c in MASK_COLUMNS if c in rows.columns])
-    return LabeledPatchDataset(
-        data.cache, rows.reset_index(drop=True), dataset_patch_size(cfg, spatial_dims), seed=seed + 15485863,
-        spatial=finetune_spatial_augmentation(cfg.augment), pos=pos, neg=1.0 - pos, intensity=strong,
-        samples_per_volume=max(1, cfg.batch_size), centre_labels=balanced_centre_labels(cfg),
-        slice_axis=cfg.slice_axis, slice_context=cfg.slice_context,
-        structure_contrast=finetune_structure_contrast(cfg), masks=list(masks),
-    )
+    rows = rows.drop(columns=[c for c in MASK_COLUMNS if c in rows.columns]).reset_index(drop=True)
+    return _recipe_patches(data, rows, cfg, spatial_dims, seed + 15485863, strong, masks=masks)
 
 
 def unlabeled_volumes(data: LabeledData, ids: Sequence[str], extra: pd.DataFrame | None = None) -> list[Any]:
