@@ -291,7 +291,10 @@ class SemiSupervisedConfig(Section):
     (0.5, ST++'s) most stable volumes across ``checkpoints`` teacher checkpoints are kept; a new network from the
     same init then trains on labeled and pseudo-labeled patches, a ``pseudo_share`` of each batch,
     the pseudo-labeled ones through the labeled recipe's intensity augmentation, or the ``strong``
-    view with ``pseudo_view: strong``; segmentation only). See
+    view with ``pseudo_view: strong``; ``relabel_rest``: ST++'s second stage, the student labels the
+    volumes the selection left out and a third network trains on every volume; ``rounds`` > 1: Noisy
+    Student's iteration, each student the next round's teacher, its checkpoints ranking the volumes
+    again; segmentation only). See
     :mod:`medssl.eval.semi_supervised` for the formulas. Unlabeled patches are drawn uniformly from
     the unlabeled volumes (never from the test cases); the weak view is the patch, the strong view
     the same patch through the ``strong`` intensity preset (geometry identical, so dense targets stay
@@ -335,6 +338,8 @@ class SemiSupervisedConfig(Section):
     checkpoints: int = Field(3, ge=1)
     pseudo_share: float = Field(0.5, gt=0, lt=1)
     pseudo_view: Literal["labeled", "strong"] = "labeled"
+    relabel_rest: bool = False
+    rounds: int = Field(1, ge=1)
 
     @field_validator("threshold")
     @classmethod

@@ -28,9 +28,13 @@ The recipe (``finetune.semi.method: self_training``):
    centres from the pseudo-labels, the labeled recipe's augmentation; ``pseudo_view: strong``: the
    strong view instead, Noisy Student's noise) and the rest labeled patches, with the same DiceCE
    loss.
+5. Optional (``relabel_rest``, ST++'s selective re-training): the student of step 4 labels the
+   volumes step 3 left out, and a new network from the init trains as in step 4 on every volume,
+   the reliable ones with the teacher's labels.
 
 The cost is a labels-only run (the teacher), ``checkpoints`` predictions of every unlabeled volume
-(one when all are kept), and a second run (the student). Where an unlabeled volume has an
+(one when all are kept), and a second run (the student); with ``relabel_rest``, one prediction of
+the volumes left out and a third run. Where an unlabeled volume has an
 annotation (a labels table's pool), the history records how right the kept pseudo-labels were per
 class: a diagnostic, never a training signal.
 
@@ -326,6 +330,9 @@ def self_train_segmentation(
                           f"teacher's prediction was, which needs a checkpoint before the final step: set "
                           f"finetune.semi.checkpoints >= 2 (now {semi.checkpoints}) with finetune.steps >= 2 (now "
                           f"{cfg.steps}), or select_fraction=1.0")
+    if semi.relabel_rest and semi.select_fraction >= 1.0:
+        raise ConfigError("finetune.semi.relabel_rest=true relabels the volumes the selection left out, and "
+                          "select_fraction=1.0 leaves none out: set select_fraction < 1 or relabel_rest=false")
     states: list[dict[str, torch.Tensor]] = []
 
     def keep_checkpoint(network: nn.Module, step: int) -> None:
@@ -336,32 +343,82 @@ def self_train_segmentation(
     teacher_patches = labeled_patches(per_volume)
     teacher_history = finetune_segmentation(teacher, teacher_patches, plain, seed=seed, device=device,
                                             validation=validation, num_workers=num_workers, on_step=keep_checkpoint)
-    teacher_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    masks, scores, counts, kept = _pseudo_label(teacher, volumes, cfg, states, device)
-    label_seconds = time.perf_counter() - started
-    teacher.network.to("cpu")
-    del teacher, states
-
-    rows = pd.DataFrame([v.row for v, k in zip(volumes, kept) if k])
-    kept_masks = [m for m, k in zip(masks, kept) if k]
-    pseudo_items = len(kept_masks) * per_volume
     n_labeled = len(teacher_patches) // per_volume
-    wanted_labeled = pseudo_items * (1.0 - semi.pseudo_share) / semi.pseudo_share
-    labeled = labeled_patches(max(1, math.ceil(wanted_labeled / n_labeled)))
-    mixture = PatchMixture([labeled, pseudo_patches(rows, kept_masks)])
-    started = time.perf_counter()
-    student = build_model()
-    history = finetune_segmentation(student, mixture, plain, seed=seed, device=device, validation=validation,
-                                    num_workers=num_workers)
-    history.forward_items += teacher_history.forward_items
-    history.extra.update(counts.as_dict(), semi_method="self_training", self_training={
-        "volumes": len(volumes), "kept": int(sum(kept)), "checkpoint_steps": kept_steps,
-        "stability": [round(s, 4) for s in sorted(scores)], "labeled_items": len(labeled),
-        "pseudo_items": pseudo_items, "teacher_seconds": round(teacher_seconds, 3),
-        "pseudo_label_seconds": round(label_seconds, 3), "student_seconds": round(time.perf_counter() - started, 3),
-        "teacher_final_loss": teacher_history.final_loss,
-    })
-    log.info("self-training: %d of %d unlabeled volumes kept, pseudo-labels in %.1f s", sum(kept), len(volumes),
-             label_seconds)
+    details: dict[str, Any] = {"volumes": len(volumes), "checkpoint_steps": kept_steps,
+                               "teacher_seconds": round(time.perf_counter() - started, 3),
+                               "teacher_final_loss": teacher_history.final_loss, "pseudo_label_seconds": 0.0,
+                               "student_seconds": 0.0, "rounds": []}
+    forward_items = teacher_history.forward_items
+
+    def train_student(pseudo: dict[int, np.ndarray], on_step: Callable[[nn.Module, int], None] | None = None
+                      ) -> tuple[FinetuneModel, FinetuneHistory, int, int]:
+        rows = pd.DataFrame([volumes[i].row for i in sorted(pseudo)])
+        pseudo_items = len(pseudo) * per_volume
+        wanted_labeled = pseudo_items * (1.0 - semi.pseudo_share) / semi.pseudo_share
+        labeled = labeled_patches(max(1, math.ceil(wanted_labeled / n_labeled)))
+        mixture = PatchMixture([labeled, pseudo_patches(rows, [pseudo[i] for i in sorted(pseudo)])])
+        student = build_model()
+        history = finetune_segmentation(student, mixture, plain, seed=seed, device=device, validation=validation,
+                                        num_workers=num_workers, on_step=on_step)
+        return student, history, len(labeled), pseudo_items
+
+    for generation in range(semi.rounds):
+        started = time.perf_counter()
+        masks, scores, counts, kept = _pseudo_label(teacher, volumes, cfg, states, device)
+        label_seconds = time.perf_counter() - started
+        teacher.network.to("cpu")
+        del teacher
+        states = []
+        kept_masks = {i: masks[i] for i in range(len(volumes)) if kept[i]}
+        del masks
+        started = time.perf_counter()
+        last = generation == semi.rounds - 1
+        student, history, labeled_items, pseudo_items = train_student(kept_masks, None if last else keep_checkpoint)
+        student_seconds = time.perf_counter() - started
+        details["rounds"].append({**counts.as_dict(), "kept": int(sum(kept)),
+                                  "stability": [round(s, 4) for s in sorted(scores)],
+                                  "pseudo_label_seconds": round(label_seconds, 3),
+                                  "student_seconds": round(student_seconds, 3), "final_loss": history.final_loss})
+        details["pseudo_label_seconds"] = round(details["pseudo_label_seconds"] + label_seconds, 3)
+        details["student_seconds"] = round(details["student_seconds"] + student_seconds, 3)
+        if not last:
+            forward_items += history.forward_items
+            teacher = student
+    details.update(kept=int(sum(kept)), stability=details["rounds"][-1]["stability"], labeled_items=labeled_items,
+                   pseudo_items=pseudo_items)
+    rest = [i for i in range(len(volumes)) if not kept[i]]
+    if semi.relabel_rest and rest:
+        student, history, details = _retrain_on_all(student, history, details, rest, kept_masks, train_student,
+                                                    volumes, cfg, device)
+    history.forward_items += forward_items
+    history.extra.update(counts.as_dict(), semi_method="self_training", self_training=details)
+    log.info("self-training: %d of %d unlabeled volumes kept (last round), pseudo-labels in %.1f s", sum(kept),
+             len(volumes), details["pseudo_label_seconds"])
     return student, history
+
+
+def _retrain_on_all(student: FinetuneModel, history: FinetuneHistory, details: dict[str, Any], rest: list[int],
+                    kept_masks: dict[int, np.ndarray],
+                    train_student: Callable[..., tuple[FinetuneModel, FinetuneHistory, int, int]],
+                    volumes: Sequence[UnlabeledVolume], cfg: FinetuneConfig, device: torch.device | str | None
+                    ) -> tuple[FinetuneModel, FinetuneHistory, dict[str, Any]]:
+    """ST++'s selective re-training, its second stage: the first student (trained on the reliable
+    volumes) labels the volumes the selection left out, and a new network from the init trains on
+    the labels, the reliable volumes' teacher labels and those. Returns the new student, its
+    history (the first student's forward items added) and ``details`` with the second stage's
+    diagnostics (``rest_pseudo_label_dice``: per class, the relabelled volumes with an annotation)."""
+    started = time.perf_counter()
+    rest_masks, _, rest_counts, _ = _pseudo_label(student, [volumes[i] for i in rest], cfg, [], device)
+    label_seconds = time.perf_counter() - started
+    student.network.to("cpu")
+    del student
+    every = dict(kept_masks)
+    every.update(zip(rest, rest_masks))
+    started = time.perf_counter()
+    final, final_history, labeled_items, pseudo_items = train_student(every, None)
+    final_history.forward_items += history.forward_items
+    details = dict(details, relabelled=len(rest), rest_pseudo_label_dice=rest_counts.as_dict()["pseudo_label_dice_all"],
+                   rest_pseudo_label_seconds=round(label_seconds, 3), first_student_final_loss=history.final_loss,
+                   labeled_items=labeled_items, pseudo_items=pseudo_items,
+                   second_student_seconds=round(time.perf_counter() - started, 3))
+    return final, final_history, details

@@ -296,3 +296,57 @@ def test_selecting_volumes_needs_a_checkpoint_to_rank_them_by(cohort):
         _run(cohort, "finetune.semi.checkpoints=1")
     assert _run(cohort, "finetune.semi.checkpoints=1", "finetune.semi.select_fraction=1.0").record["history"][
         "self_training"]["kept"] == 4
+
+
+def test_st_plus_plus_second_stage_relabels_the_rest_with_the_first_student(cohort):
+    """``relabel_rest``: the first student labels the volumes the selection left out, and a third
+    network from the init trains on every volume: the reliable ones keep the teacher's labels."""
+    from medssl.eval.evaluate import predict_case
+
+    labels, data = cohort
+    built, pseudo, returned, history = _parts(cohort, "finetune.semi.relabel_rest=true")
+    teacher, first, second = built
+    assert returned is second and len(pseudo) == 2
+    (reliable_rows, reliable_masks), (all_rows, all_masks) = pseudo
+    assert len(reliable_rows) == 2 and list(all_rows["case_id"]) == UNLABELED  # in volume order
+    cfg = _config(labels).finetune
+    by_case = dict(zip(all_rows["case_id"], all_masks))
+    for case_id, mask in zip(reliable_rows["case_id"], reliable_masks):
+        assert np.array_equal(by_case[case_id], mask)  # the teacher's label, not relabelled
+    for case_id in set(UNLABELED) - set(reliable_rows["case_id"]):
+        predicted = predict_case(first, data.cases[case_id], cfg, "cpu")
+        assert np.array_equal(by_case[case_id], classes_to_mask_values(predicted, [1, 2]))
+    record = history.extra["self_training"]
+    assert record["relabelled"] == 2 and record["pseudo_items"] == 4 * 2 and record["labeled_items"] == 4 * 2
+    assert len(record["rest_pseudo_label_dice"]) == 3  # per class, the annotated relabelled volumes
+    single = _run(cohort).record["history"]
+    assert history.forward_items == 3 * single["forward_items"] // 2  # teacher and two students
+
+
+def test_the_second_stage_needs_volumes_left_out():
+    with pytest.raises(ConfigError, match="relabel_rest"):
+        from medssl.eval.self_training import self_train_segmentation
+
+        cfg = _config("labels.csv", "finetune.semi.relabel_rest=true", "finetune.semi.select_fraction=1.0").finetune
+        self_train_segmentation(lambda: None, lambda n: None, lambda r, m: None, [object()], cfg, seed=0)  # type: ignore
+
+
+def test_more_rounds_make_each_student_the_next_teacher(cohort):
+    """``rounds: 2`` (Noisy Student's iteration): the first student labels every volume, its own
+    checkpoints rank them, and a third network learns from its most stable half."""
+    from medssl.eval.evaluate import predict_case
+
+    labels, data = cohort
+    built, pseudo, returned, history = _parts(cohort, "finetune.semi.rounds=2")
+    teacher, first, second = built
+    assert returned is second and len(pseudo) == 2
+    rows, masks = pseudo[1]
+    cfg = _config(labels).finetune
+    for case_id, mask in zip(rows["case_id"], masks):
+        predicted = predict_case(first, data.cases[case_id], cfg, "cpu")
+        assert np.array_equal(mask, classes_to_mask_values(predicted, [1, 2]))
+    record = history.extra["self_training"]
+    assert [r["kept"] for r in record["rounds"]] == [2, 2] and record["kept"] == 2
+    assert all(len(r["stability"]) == 4 for r in record["rounds"])
+    single = _run(cohort).record["history"]
+    assert history.forward_items == 3 * single["forward_items"] // 2  # teacher and two students
