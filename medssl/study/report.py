@@ -407,7 +407,8 @@ def _teacher_blocks(teacher: pd.DataFrame, manifest: dict[str, Any] | None) -> l
                    "the annotation agrees with. Consistency training is only as good as these targets. For "
                    "`self_training`, which labels whole volumes, *coverage* is the fraction of the class's voxels in "
                    "the volumes kept for the student, *accuracy* their agreement with the annotation, and *dice* the "
-                   "mean Dice of the kept pseudo-labels."),
+                   "mean Dice of the kept pseudo-labels (with `finetune.semi.rounds` > 1, those of the last round's "
+                   "teacher)."),
         _Table(named),
     ]
     warning = teacher_warning(teacher, label)
