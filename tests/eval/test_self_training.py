@@ -324,11 +324,13 @@ def test_st_plus_plus_second_stage_relabels_the_rest_with_the_first_student(coho
 
 
 def test_the_second_stage_needs_volumes_left_out():
-    with pytest.raises(ConfigError, match="relabel_rest"):
-        from medssl.eval.self_training import self_train_segmentation
+    """With every volume kept there is nothing to relabel: refused before any training."""
+    from medssl.eval.self_training import self_train_segmentation
 
-        cfg = _config("labels.csv", "finetune.semi.relabel_rest=true", "finetune.semi.select_fraction=1.0").finetune
-        self_train_segmentation(lambda: None, lambda n: None, lambda r, m: None, [object()], cfg, seed=0)  # type: ignore
+    cfg = _config("labels.csv", "finetune.semi.relabel_rest=true", "finetune.semi.select_fraction=1.0").finetune
+    never = lambda *args: pytest.fail("nothing may be built or trained")  # noqa: E731
+    with pytest.raises(ConfigError, match="relabel_rest"):
+        self_train_segmentation(never, never, never, [object()], cfg, seed=0)  # type: ignore[list-item]
 
 
 def test_more_rounds_make_each_student_the_next_teacher(cohort):
